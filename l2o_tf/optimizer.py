@@ -1,0 +1,124 @@
+"""LearnedOptimizer: any update rule as a ``keras.optimizers.Optimizer``."""
+
+import keras
+import tensorflow as tf
+
+from l2o_tf.rules.base import UpdateRule
+
+_SUPPORTED_DTYPES = ("float32", "float64")
+
+
+@keras.saving.register_keras_serializable(package="l2o_tf")
+class LearnedOptimizer(keras.optimizers.Optimizer):
+    """A Keras optimizer that applies an :class:`l2o_tf.rules.UpdateRule`.
+
+    Each model variable gets one slot variable, float32 ``[size, S]``, holding
+    the rule's state for its coordinates.  The new value of a variable is
+    ``variable + learning_rate * updates``; learned rules produce steps of the
+    right size themselves, hence ``learning_rate=1.0``.
+
+    Args:
+        rule: an ``UpdateRule`` (or its serialized config).
+        learning_rate: multiplier of the rule's updates (float or schedule).
+        fused: run the rule once over all coordinates of all variables instead
+            of once per variable (same result; fewer, larger kernels).  Used
+            only outside tf.distribute strategies, else per-variable.
+        **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
+            (``clipnorm``, ``weight_decay``, ``gradient_accumulation_steps``...).
+
+    Sparse gradients (``tf.IndexedSlices``, e.g. from ``Embedding``) are
+    densified: rows without a gradient see ``g = 0``, exactly as if the dense
+    gradient had been given, so the rule state of every coordinate advances
+    every step.  Variables must be float32 or float64 (the ``mixed_float16`` /
+    ``mixed_bfloat16`` policies keep float32 variables and work); float16 or
+    bfloat16 *variables* are refused with a ``TypeError``.
+    """
+
+    def __init__(self, rule, learning_rate=1.0, fused=False, name="learned_optimizer", **kwargs):
+        if isinstance(rule, dict):
+            rule = keras.saving.deserialize_keras_object(rule)
+        if not isinstance(rule, UpdateRule):
+            raise TypeError(
+                f"LearnedOptimizer needs an l2o_tf.rules.UpdateRule (e.g. l2o_tf.rules.RNNprop()), "
+                f"got {type(rule).__name__}."
+            )
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.rule = rule
+        self.fused = bool(fused)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        for variable in var_list:
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            if dtype not in _SUPPORTED_DTYPES:
+                raise TypeError(
+                    f"LearnedOptimizer cannot update variable {variable.path!r} of dtype {dtype}: "
+                    "rule state is float32, use float32 variables (the 'mixed_float16' or "
+                    "'mixed_bfloat16' dtype policy keeps variables in float32)."
+                )
+        super().build(var_list)
+        self._rule_states = []
+        for variable in var_list:
+            size = 1
+            for dim in variable.shape:
+                size *= int(dim)
+            self._rule_states.append(
+                self.add_variable(
+                    shape=(size, self.rule.state_size),
+                    initializer=lambda shape, dtype=None: self.rule.initial_state(shape[0]),
+                    dtype="float32",
+                    name=f"{variable.path.replace('/', '_')}_rule_state",
+                )
+            )
+
+    def rule_state(self, variable):
+        """The slot variable holding ``variable``'s rule state, ``[size, S]``."""
+        return self._rule_states[self._get_variable_index(variable)]
+
+    def _rule_step(self, flat_grads, flat_params, state, learning_rate):
+        """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
+        updates, new_state = self.rule(flat_grads, flat_params, state, self.iterations)
+        return tf.cast(learning_rate, tf.float32) * updates, new_state
+
+    def update_step(self, gradient, variable, learning_rate):
+        state = self.rule_state(variable)
+        updates, new_state = self._rule_step(
+            _flat(gradient), _flat(variable), state.value, learning_rate
+        )
+        self.assign_add(variable, tf.reshape(updates, variable.shape))
+        self.assign(state, new_state)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if not self.fused or tf.distribute.has_strategy():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        sizes = [int(tf.size(v.value)) if hasattr(v, "value") else int(tf.size(v)) for v in trainable_variables]
+        states = [self.rule_state(v) for v in trainable_variables]
+        updates, new_state = self._rule_step(
+            tf.concat([_flat(g) for g in grads], axis=0),
+            tf.concat([_flat(v) for v in trainable_variables], axis=0),
+            tf.concat([s.value for s in states], axis=0),
+            learning_rate,
+        )
+        for variable, update, state, state_part in zip(
+            trainable_variables,
+            tf.split(updates, sizes),
+            states,
+            tf.split(new_state, sizes),
+        ):
+            self.assign_add(variable, tf.reshape(update, variable.shape))
+            self.assign(state, state_part)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused)
+        return config
+
+
+def _flat(tensor):
+    """A gradient or variable as a dense float32 vector (IndexedSlices are densified)."""
+    if isinstance(tensor, tf.IndexedSlices):
+        tensor = tf.convert_to_tensor(tensor)
+    elif hasattr(tensor, "value") and not tf.is_tensor(tensor):
+        tensor = tensor.value
+    return tf.reshape(tf.cast(tensor, tf.float32), [-1])

@@ -1,0 +1,24 @@
+"""Update rules: learned (DM-LSTM, RNNprop) and hand-designed (Adam, SGD), one API."""
+
+from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.baselines import SGD, Adam
+from l2o_tf.rules.dm_lstm import DMLSTM, log_and_sign
+from l2o_tf.rules.rnnprop import RNNprop
+
+_BY_NAME = {"dmlstm": DMLSTM, "rnnprop": RNNprop, "adam": Adam, "sgd": SGD}
+
+
+def names():
+    """Rule names accepted by :func:`get`."""
+    return sorted(_BY_NAME)
+
+
+def get(name, **kwargs):
+    """Build a rule by name (``dmlstm``, ``rnnprop``, ``adam``, ``sgd``)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in _BY_NAME:
+        raise ValueError(f"Unknown rule {name!r}; known rules: {', '.join(names())}.")
+    return _BY_NAME[key](**kwargs)
+
+
+__all__ = ["UpdateRule", "DMLSTM", "RNNprop", "Adam", "SGD", "log_and_sign", "get", "names"]

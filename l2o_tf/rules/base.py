@@ -1,0 +1,67 @@
+"""The one abstraction of l2o_tf: an update rule over a flat batch of coordinates.
+
+A rule maps ``(grads, params, state, step)`` to ``(updates, new_state)`` where
+``grads`` and ``params`` are float32 vectors ``[n]``, ``state`` is float32
+``[n, state_size]`` and ``step`` is the int64 count of updates already applied
+(so the first update sees ``step == 0``).  New parameters are
+``params + learning_rate * updates``.
+
+The same ``call`` runs inside ``keras.Model.fit`` (through
+:class:`l2o_tf.LearnedOptimizer`), inside the meta-training unroll (where it is
+differentiated with respect to the rule's weights) and inside an exported
+SavedModel.  Keeping it a pure function of tensors is what makes the three
+agree to float precision.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class UpdateRule(keras.layers.Layer):
+    """Base class of update rules: a Keras layer whose weights are created at construction.
+
+    Weights are created in ``__init__`` (their shapes never depend on the
+    number of coordinates) from ``seed``, so two rules built with the same
+    config hold identical weights, and a rule is ready for ``stateless_call``,
+    checkpoints and ``.keras`` files without a first call.
+    """
+
+    def __init__(self, seed=0, name=None, **kwargs):
+        # Rules always compute in float32: under a mixed-precision policy the
+        # gradients are cast up instead of the state being cast down.
+        kwargs["dtype"] = "float32"
+        super().__init__(name=name, **kwargs)
+        self.seed = int(seed)
+        self.create_weights()
+        self.built = True
+
+    @property
+    def state_size(self):
+        """Width ``S`` of the per-coordinate state."""
+        raise NotImplementedError
+
+    def create_weights(self):
+        """Create the rule's weights (none for hand-designed rules)."""
+
+    def initial_state(self, num_coordinates):
+        """State of ``num_coordinates`` fresh coordinates: float32 ``[n, S]`` zeros."""
+        return tf.zeros(tf.stack([num_coordinates, self.state_size]), tf.float32)
+
+    def call(self, grads, params, state, step):
+        raise NotImplementedError
+
+    def weight_initializer(self, index):
+        """Glorot-uniform initializer seeded from the rule seed and a per-weight index."""
+        return keras.initializers.GlorotUniform(seed=self.seed * 1000 + index)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        config.pop("trainable", None)
+        config["seed"] = self.seed
+        return config
+
+
+def step_count(step):
+    """The 1-based float32 step ``t`` used by bias corrections."""
+    return tf.cast(step, tf.float32) + 1.0

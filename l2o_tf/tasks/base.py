@@ -1,0 +1,71 @@
+"""What an optimizee is: parameters from a seed, a loss of (params, batch), batches, evaluation.
+
+Parameters are a list of tensors, never variables, so that the meta-training
+unroll can differentiate through the optimizee's trajectory.  A *seed* names
+one optimizee: its initial parameters, its problem instance (synthetic tasks)
+and its stream of training batches.  ``train_batch(seed, step)`` uses only
+stateless TF ops so that it can run inside a ``tf.function`` with tensor
+arguments and gives the same batch for the same ``(seed, step)`` everywhere.
+"""
+
+import tensorflow as tf
+
+
+class Task:
+    """An optimizee family member.  Subclasses implement the four methods below."""
+
+    name = "task"
+
+    def init_params(self, seed):
+        """Initial parameters of optimizee ``seed``: a list of float32 tensors."""
+        raise NotImplementedError
+
+    def loss(self, params, batch):
+        """Scalar training loss of ``params`` (list of tensors) on ``batch``."""
+        raise NotImplementedError
+
+    def train_batch(self, seed, step):
+        """The training batch of optimizee ``seed`` at ``step`` (graph-safe, deterministic)."""
+        raise NotImplementedError
+
+    def evaluate(self, params, seed=0):
+        """Python floats: ``train_loss``; for data tasks also ``test_loss``, ``test_accuracy``."""
+        raise NotImplementedError
+
+    def batches(self, seed, num_steps):
+        """The first ``num_steps`` training batches of optimizee ``seed``."""
+        for step in range(num_steps):
+            yield self.train_batch(seed, step)
+
+    def loss_and_grads(self, params, batch):
+        """(loss, gradients) with respect to ``params``."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = self.loss(params, batch)
+        return loss, tape.gradient(loss, params)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class TaskFamily:
+    """A distribution over tasks; ``sample(seed)`` draws one (M-L2O, curricula)."""
+
+    def __init__(self, name, builders):
+        if not builders:
+            raise ValueError(f"TaskFamily {name!r} needs at least one task builder.")
+        self.name = name
+        self.builders = list(builders)
+
+    def sample(self, seed):
+        """The task for ``seed``; the same seed always gives the same task."""
+        index = int(tf.random.stateless_uniform([], [int(seed), 7], 0, len(self.builders), tf.int32))
+        return self.builders[index]()
+
+    def __len__(self):
+        return len(self.builders)
+
+
+def stateless_seed(seed, salt):
+    """A stateless-RNG seed pair from an optimizee seed (int or int tensor) and a salt."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.constant(salt, tf.int64)])

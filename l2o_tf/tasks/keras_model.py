@@ -1,0 +1,177 @@
+"""Any ``keras.Model`` as an optimizee, through ``Layer.stateless_call``.
+
+The model's trainable weights become the task's parameter tensors; its
+non-trainable weights stay at their initial values and it runs with
+``training=False`` (no dropout noise, BatchNorm on its moving statistics), so
+the loss is a deterministic function of (params, batch) that an unroll can
+differentiate.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from l2o_tf.tasks.base import Task
+
+
+class KerasModelTask(Task):
+    """A supervised task: a Keras model, a loss, a train split and a held-out test split.
+
+    Args:
+        name: task name.
+        model_fn: ``seed -> keras.Model`` (built, with weights initialised from ``seed``).
+        dataset: ``((x_train, y_train), (x_test, y_test))`` arrays, or a callable
+            returning an object with ``x_train, y_train, x_test, y_test`` (and
+            optionally ``source``), loaded on first use.
+        loss: a Keras loss (object, function or name).
+        batch_size: training batch size.
+        preprocess: ``x -> float tensor`` applied to gathered batches (e.g. uint8 -> [0, 1]).
+        eval_train_examples: how many training examples ``evaluate`` scores (the first ones).
+    """
+
+    def __init__(
+        self,
+        name,
+        model_fn,
+        dataset,
+        loss,
+        batch_size=128,
+        preprocess=None,
+        eval_train_examples=10000,
+        eval_batch_size=2000,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}.")
+        self.name = name
+        self.model_fn = model_fn
+        self.batch_size = int(batch_size)
+        self.loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        self.preprocess = preprocess or (lambda x: tf.cast(x, tf.float32))
+        self.eval_train_examples = int(eval_train_examples)
+        self.eval_batch_size = int(eval_batch_size)
+        self._dataset = dataset
+        self._arrays = None
+        self._template = None
+
+    # -- data ---------------------------------------------------------------
+    @property
+    def data_source(self):
+        """Where the data came from (recorded in results; flags bundled subsets)."""
+        self._load()
+        return self._source
+
+    def _load(self):
+        if self._arrays is not None:
+            return self._arrays
+        data = self._dataset() if callable(self._dataset) else self._dataset
+        if hasattr(data, "x_train"):
+            arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
+            self._source = getattr(data, "source", "in-memory arrays")
+        else:
+            (x_train, y_train), (x_test, y_test) = data
+            arrays = (x_train, y_train, x_test, y_test)
+            self._source = "in-memory arrays"
+        x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
+        if len(x_train) != len(y_train) or len(x_test) != len(y_test) or len(x_train) == 0:
+            raise ValueError(
+                f"{self.name}: dataset needs as many labels as inputs in each split and a non-empty "
+                f"train split, got x_train {len(x_train)}, y_train {len(y_train)}, "
+                f"x_test {len(x_test)}, y_test {len(y_test)}."
+            )
+        # Eager tensors: captured by reference in tf.function, never baked into graphs.
+        self._arrays = tuple(tf.convert_to_tensor(a) for a in (x_train, y_train, x_test, y_test))
+        return self._arrays
+
+    @property
+    def num_train(self):
+        return int(self._load()[0].shape[0])
+
+    def train_batch(self, seed, step):
+        """``batch_size`` examples drawn uniformly (with replacement) by a stateless RNG."""
+        x_train, y_train, _, _ = self._load()
+        key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+        indices = tf.random.stateless_uniform([self.batch_size], key, 0, self.num_train, tf.int32)
+        return self.preprocess(tf.gather(x_train, indices)), tf.gather(y_train, indices)
+
+    # -- model --------------------------------------------------------------
+    @property
+    def template(self):
+        """The model whose ``stateless_call`` computes the loss (its own weights are never used)."""
+        if self._template is None:
+            self._template = self.model_fn(0)
+        return self._template
+
+    def init_params(self, seed):
+        model = self.model_fn(int(seed))
+        return [tf.identity(v.value) for v in model.trainable_variables]
+
+    def predict(self, params, x):
+        model = self.template
+        outputs, _ = model.stateless_call(
+            list(params), [v.value for v in model.non_trainable_variables], x, training=False
+        )
+        return outputs
+
+    def loss(self, params, batch):
+        x, y = batch
+        return self.loss_fn(y, self.predict(params, x))
+
+    # -- evaluation -----------------------------------------------------------
+    def evaluate(self, params, seed=0):
+        """Train loss on the first ``eval_train_examples``; test loss and accuracy on the whole test split."""
+        x_train, y_train, x_test, y_test = self._load()
+        n_train = min(self.eval_train_examples, self.num_train)
+        train_loss, _ = self._score(params, x_train[:n_train], y_train[:n_train])
+        test_loss, test_accuracy = self._score(params, x_test, y_test)
+        return {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}
+
+    def _score(self, params, x, y):
+        total_loss, correct, count = 0.0, 0.0, 0
+        for start in range(0, int(x.shape[0]), self.eval_batch_size):
+            loss, hits, n = self._score_chunk(params, x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size])
+            total_loss += float(loss) * int(n)
+            correct += float(hits)
+            count += int(n)
+        accuracy = correct / count if count else float("nan")
+        return total_loss / max(count, 1), accuracy
+
+    @tf.function(reduce_retracing=True)
+    def _score_chunk(self, params, x, y):
+        logits = self.predict(params, self.preprocess(x))
+        n = tf.shape(x)[0]
+        if logits.shape[-1] is not None and logits.shape[-1] > 1:
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(tf.reshape(y, [-1]), tf.int32)), tf.float32))
+        else:
+            hits = tf.constant(float("nan"))
+        return self.loss_fn(y, logits), hits, n
+
+
+def from_keras_model(model, dataset, loss, batch_size=128, name=None, **kwargs):
+    """Turn a Keras model (or a ``seed -> model`` function) and data into a :class:`KerasModelTask`.
+
+    For a model, ``init_params(seed)`` re-initialises a clone with
+    ``keras.utils.set_random_seed(seed)``; the given model's weights are untouched.
+    """
+    if isinstance(model, keras.Model):
+        if not model.built:
+            raise ValueError(
+                "from_keras_model needs a built model (give it an Input or call it once on data)."
+            )
+        template = model
+
+        def model_fn(seed):
+            keras.utils.set_random_seed(int(seed))
+            clone = keras.models.clone_model(template)
+            if not clone.built:
+                clone.build(template.input_shape)
+            return clone
+
+        name = name or model.name
+    elif callable(model):
+        model_fn = model
+        name = name or "keras_model"
+    else:
+        raise TypeError(f"from_keras_model needs a keras.Model or a seed -> keras.Model function, got {type(model).__name__}.")
+    return KerasModelTask(name, model_fn, dataset, loss, batch_size=batch_size, **kwargs)
+
