@@ -37,7 +37,7 @@ MNIST_FILES = {
 BUNDLED_MNIST = os.path.join(os.path.dirname(__file__), "bundled", "mnist_subset.npz")
 SUBSET_WARNING = (
     "USING THE BUNDLED MNIST SUBSET (6,000 train / 1,000 test images), NOT THE FULL MNIST: "
-    "no MNIST was found in {places}. Results on it are not comparable with full-MNIST results; "
+    "{source}. Results on it are not comparable with full-MNIST results; "
     "set L2O_DATA_DIR or pass data_dir to use the real data set."
 )
 
@@ -65,12 +65,12 @@ class DataError(ValueError):
 
 def load_mnist(data_dir=None, download=True):
     """MNIST: 60,000 train and 10,000 test images ``[N, 28, 28, 1]`` uint8 (see module doc)."""
-    return _load("mnist", _resolve_dir(data_dir), bool(download))
+    return _announce(_load("mnist", _resolve_dir(data_dir), _keras_datasets_dir(), bool(download)))
 
 
 def load_cifar10(data_dir=None, download=True):
     """CIFAR-10 ``[N, 32, 32, 3]`` uint8; note ``shared/data`` holds only 10,000 train images."""
-    return _load("cifar10", _resolve_dir(data_dir), bool(download))
+    return _announce(_load("cifar10", _resolve_dir(data_dir), _keras_datasets_dir(), bool(download)))
 
 
 def load(name, data_dir=None, download=True):
@@ -81,6 +81,15 @@ def load(name, data_dir=None, download=True):
     return loaders[name](data_dir=data_dir, download=download)
 
 
+def _announce(dataset):
+    """Warn, on every load, when the bundled subset stands in for the real data set."""
+    if dataset.source.startswith("bundled subset"):
+        message = SUBSET_WARNING.format(source=dataset.source)
+        logging.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return dataset
+
+
 def _resolve_dir(data_dir):
     if data_dir is not None:
         return ("data_dir argument", os.fspath(data_dir))
@@ -89,8 +98,13 @@ def _resolve_dir(data_dir):
     return None
 
 
+def _keras_datasets_dir():
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
+
+
 @functools.lru_cache(maxsize=8)
-def _load(name, explicit, download):
+def _load(name, explicit, keras_dir, download):
+    """Search for data set ``name``; cached per resolved location so it is parsed once."""
     readers = {"mnist": (_read_mnist_dir, _read_keras_mnist), "cifar10": (_read_cifar_dir, _read_keras_cifar)}
     read_dir, read_keras = readers[name]
     if explicit is not None:
@@ -104,17 +118,14 @@ def _load(name, explicit, download):
             )
         return found
     looked = []
-    keras_dir = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "datasets")
     found = read_keras(keras_dir)
     looked.append(f"Keras cache {keras_dir}")
     if found is None:
         found, where = _read_tfds(name, download)
         looked.append(where)
     if found is None and name == "mnist" and os.path.exists(BUNDLED_MNIST):
-        message = SUBSET_WARNING.format(places="; ".join([f"${DATA_DIR_ENV} (unset)"] + looked))
-        logging.warning(message)
-        warnings.warn(message, stacklevel=3)
-        return _read_npz(name, BUNDLED_MNIST, source=f"bundled subset {BUNDLED_MNIST}", is_subset=True)
+        places = "; ".join([f"${DATA_DIR_ENV} (unset)"] + looked)
+        return _read_npz(name, BUNDLED_MNIST, source=f"bundled subset {BUNDLED_MNIST} (not found in: {places})", is_subset=True)
     if found is None:
         raise FileNotFoundError(
             f"{name} not found. Looked in: data_dir argument (none given); ${DATA_DIR_ENV} (unset); "

@@ -60,12 +60,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         self._rule_states = []
         for variable in var_list:
-            size = 1
-            for dim in variable.shape:
-                size *= int(dim)
             self._rule_states.append(
                 self.add_variable(
-                    shape=(size, self.rule.state_size),
+                    shape=(_num_elements(variable), self.rule.state_size),
                     initializer=lambda shape, dtype=None: self.rule.initial_state(shape[0]),
                     dtype="float32",
                     name=f"{variable.path.replace('/', '_')}_rule_state",
@@ -92,7 +89,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if not self.fused or tf.distribute.has_strategy():
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        sizes = [int(tf.size(v.value)) if hasattr(v, "value") else int(tf.size(v)) for v in trainable_variables]
+        sizes = [_num_elements(v) for v in trainable_variables]
         states = [self.rule_state(v) for v in trainable_variables]
         updates, new_state = self._rule_step(
             tf.concat([_flat(g) for g in grads], axis=0),
@@ -113,6 +110,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused)
         return config
+
+
+def _num_elements(variable):
+    size = 1
+    for dim in variable.shape:
+        size *= int(dim)
+    return size
 
 
 def _flat(tensor):

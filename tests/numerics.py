@@ -1,0 +1,23 @@
+"""Numerical helpers shared by the tests: finite-difference gradient checks."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def directional_fd_check(fn, params, seed=0, eps=1e-3, rtol=2e-2, atol=1e-4):
+    """Assert the gradient of scalar ``fn(params)`` matches a central difference along a random direction."""
+    params = [tf.convert_to_tensor(p, tf.float32) for p in params]
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        value = fn(params)
+    grads = tape.gradient(value, params)
+    gen = np.random.default_rng(seed)
+    direction = [tf.constant(gen.normal(size=p.shape), tf.float32) for p in params]
+    norm = np.sqrt(sum(float(tf.reduce_sum(d * d)) for d in direction))
+    direction = [d / norm for d in direction]
+    analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction) if g is not None)
+    plus = float(fn([p + eps * d for p, d in zip(params, direction)]))
+    minus = float(fn([p - eps * d for p, d in zip(params, direction)]))
+    numeric = (plus - minus) / (2 * eps)
+    assert abs(analytic - numeric) <= atol + rtol * abs(numeric), (analytic, numeric)
+    return analytic, numeric
