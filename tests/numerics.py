@@ -6,13 +6,13 @@ import tensorflow as tf
 
 def directional_fd_check(fn, params, seed=0, eps=1e-3, rtol=2e-2, atol=1e-4):
     """Assert the gradient of scalar ``fn(params)`` matches a central difference along a random direction."""
-    params = [tf.convert_to_tensor(p, tf.float32) for p in params]
+    params = [tf.convert_to_tensor(p) for p in params]
     with tf.GradientTape() as tape:
         tape.watch(params)
         value = fn(params)
     grads = tape.gradient(value, params)
     gen = np.random.default_rng(seed)
-    direction = [tf.constant(gen.normal(size=p.shape), tf.float32) for p in params]
+    direction = [tf.constant(gen.normal(size=p.shape), p.dtype) for p in params]
     norm = np.sqrt(sum(float(tf.reduce_sum(d * d)) for d in direction))
     direction = [d / norm for d in direction]
     analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction) if g is not None)

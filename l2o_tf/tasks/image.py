@@ -16,12 +16,16 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
+# Multiplications, not divisions: graph mode rewrites x / c to x * (1 / c), and eager and
+# tf.function batches must agree bit for bit.
 def scale_mnist(x):
-    return tf.cast(x, tf.float32) / 255.0
+    return tf.cast(x, tf.float32) * (1.0 / 255.0)
 
 
 def scale_cifar(x):
-    return (tf.cast(x, tf.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD
+    mean = tf.constant(CIFAR_MEAN, tf.float32)
+    inv_std = tf.constant([1.0 / s for s in CIFAR_STD], tf.float32)
+    return (tf.cast(x, tf.float32) * (1.0 / 255.0) - mean) * inv_std
 
 
 def _seeded(seed, index):

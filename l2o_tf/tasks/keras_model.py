@@ -114,7 +114,7 @@ class KerasModelTask(Task):
 
     def loss(self, params, batch):
         x, y = batch
-        return self.loss_fn(y, self.predict(params, x))
+        return tf.reduce_mean(self.loss_fn(y, self.predict(params, x)))
 
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, params, seed=0):
@@ -144,7 +144,7 @@ class KerasModelTask(Task):
             hits = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(tf.reshape(y, [-1]), tf.int32)), tf.float32))
         else:
             hits = tf.constant(float("nan"))
-        return self.loss_fn(y, logits), hits, n
+        return tf.reduce_mean(self.loss_fn(y, logits)), hits, n
 
 
 def from_keras_model(model, dataset, loss, batch_size=128, name=None, **kwargs):
