@@ -8,6 +8,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("py_library", "py_binary", "py_test")
 
 
+def _files(node):
+    """Files named by a srcs/data expression: lists, glob([...]) and their sums."""
+    if isinstance(node, ast.List):
+        return [ast.literal_eval(e) for e in node.elts]
+    if isinstance(node, ast.BinOp):
+        return _files(node.left) + _files(node.right)
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glob":
+        matches = []
+        for pattern in ast.literal_eval(node.args[0]):
+            found = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+            assert found, f"BUILD glob {pattern!r} matches no file"
+            matches += found
+        return matches
+    raise AssertionError(f"unsupported BUILD expression: {ast.dump(node)}")
+
+
 def _targets():
     tree = ast.parse(open(os.path.join(ROOT, "BUILD")).read(), "BUILD")
     targets = []
@@ -17,7 +33,7 @@ def _targets():
             files = []
             for key in ("srcs", "data"):
                 if key in kwargs:
-                    files += [ast.literal_eval(e) for e in kwargs[key].elts]
+                    files += _files(kwargs[key])
             name = ast.literal_eval(kwargs["name"])
             targets.append((node.func.id, name, files, kwargs.get("main")))
     return targets
@@ -46,9 +62,9 @@ def test_each_test_file_and_binary_has_its_own_target():
     for test in glob.glob(os.path.join(ROOT, "tests", "test_*.py")):
         assert "py_test" in kinds.get(os.path.relpath(test, ROOT), set()), test
     for top in ("train", "export"):
-        for binary in glob.glob(os.path.join(ROOT, top, "*.py")):
-            if not binary.endswith("__init__.py"):
-                assert "py_binary" in kinds.get(os.path.relpath(binary, ROOT), set()), binary
+        for path in glob.glob(os.path.join(ROOT, top, "*.py")):
+            if 'if __name__ == "__main__"' in open(path).read():
+                assert "py_binary" in kinds.get(os.path.relpath(path, ROOT), set()), f"{path} is a binary"
 
 
 def test_target_names_are_unique():

@@ -78,8 +78,10 @@ class KerasModelTask(Task):
                 f"train split, got x_train {len(x_train)}, y_train {len(y_train)}, "
                 f"x_test {len(x_test)}, y_test {len(y_test)}."
             )
-        # Eager tensors: captured by reference in tf.function, never baked into graphs.
-        self._arrays = tuple(tf.convert_to_tensor(a) for a in (x_train, y_train, x_test, y_test))
+        # Eager tensors (even when first loaded while tracing): captured by reference in
+        # tf.function, never baked into graphs.
+        with tf.init_scope():
+            self._arrays = tuple(tf.convert_to_tensor(a) for a in (x_train, y_train, x_test, y_test))
         return self._arrays
 
     @property

@@ -1,0 +1,62 @@
+"""Run an optimizer on a task for N steps x seeds: loss curves and held-out metrics.
+
+Evaluation optimizees use their own seeds (``EVAL_SEED_OFFSET + i``), disjoint
+from the seeds meta-training and validation use.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from l2o_tf.meta import unroll as unroll_lib
+
+EVAL_SEED_OFFSET = 2 * 10**9
+
+
+def _summary(values):
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+            "max": float(values.max()), "values": values.tolist()}
+
+
+def evaluate_rule(rule, task, steps, seeds, report_at=None):
+    """Optimize ``seeds`` fresh optimizees of ``task`` with ``rule`` for ``steps`` steps.
+
+    Returns a dict with the per-step minibatch training loss (mean / std / min /
+    max over seeds) and, at each step count in ``report_at`` (default: the
+    last), ``task.evaluate`` metrics (train loss, test loss, test accuracy,
+    generalization gap) summarised over seeds.
+    """
+    if steps < 1 or seeds < 1:
+        raise ValueError(f"evaluation needs steps >= 1 and seeds >= 1, got steps={steps}, seeds={seeds}.")
+    report_at = sorted(set(report_at or [steps]))
+    if report_at[0] < 1 or report_at[-1] > steps:
+        raise ValueError(f"report_at {report_at} must lie in [1, steps={steps}].")
+    run = tf.function(lambda p, s, seed, start, n: unroll_lib.run(task, rule, p, s, seed, start, n))
+    curves, metrics = [], {r: [] for r in report_at}
+    for i in range(seeds):
+        seed = EVAL_SEED_OFFSET + i
+        params = task.init_params(seed)
+        state = rule.initial_state(sum(p.shape.num_elements() for p in params))
+        done, losses = 0, []
+        for target in report_at:
+            params, state, segment = run(params, state, tf.constant(seed, tf.int64), tf.constant(done, tf.int64), tf.constant(target - done))
+            losses.append(segment.numpy())
+            done = target
+            result = task.evaluate(params, seed)
+            if "test_loss" in result:
+                result["generalization_gap"] = result["test_loss"] - result["train_loss"]
+            metrics[target].append(result)
+        curves.append(np.concatenate(losses))
+    curves = np.stack(curves)
+    out = {
+        "steps": steps,
+        "seeds": [EVAL_SEED_OFFSET + i for i in range(seeds)],
+        "curve": {"mean": curves.mean(0).tolist(), "std": curves.std(0).tolist(),
+                  "min": curves.min(0).tolist(), "max": curves.max(0).tolist()},
+        "at_step": {
+            str(r): {key: _summary([m[key] for m in metrics[r]]) for key in metrics[r][0]} for r in report_at
+        },
+    }
+    if hasattr(task, "data_source"):
+        out["data_source"] = task.data_source
+    return out

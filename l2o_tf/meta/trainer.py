@@ -1,0 +1,284 @@
+"""MetaTrainer: learn a rule's weights by truncated unrolls over a stream of fresh optimizees.
+
+Everything a run needs to continue exactly lives in one ``tf.train.Checkpoint``
+managed by ``tf.train.CheckpointManager``: rule weights, meta-optimizer slots,
+the counters (meta step, trajectory index, optimizee step, curriculum stage,
+validation best / patience) and the current optimizee's parameters and rule
+state.  Optimizee seeds and batches are pure functions of those counters, so
+no RNG state needs saving.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from l2o_tf import rules, tasks
+from l2o_tf.meta import unroll as unroll_lib
+
+VALIDATION_SEED_OFFSET = 10**9
+RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every")
+
+
+@dataclasses.dataclass
+class MetaTrainConfig:
+    """A meta-training run; serialised to ``config.json`` beside its checkpoints."""
+
+    task: str = "mnist_mlp"
+    task_kwargs: dict = dataclasses.field(default_factory=dict)
+    rule: str = "rnnprop"
+    rule_kwargs: dict = dataclasses.field(default_factory=dict)
+    unroll: int = 20
+    curriculum: tuple = (100,)
+    patience: int = 3
+    validate_every: int = 200
+    validation_seeds: int = 2
+    meta_steps: int = 1000
+    meta_lr: float = 1e-3
+    clipnorm: float = 1.0
+    second_order: bool = False
+    loss_weights: str = "uniform"
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_consecutive_skips: int = 20
+
+    def __post_init__(self):
+        self.curriculum = tuple(int(t) for t in self.curriculum)
+        checks = [
+            (self.unroll >= 1, f"unroll must be >= 1, got {self.unroll}"),
+            (len(self.curriculum) >= 1, "curriculum needs at least one trajectory length"),
+            (all(t >= self.unroll for t in self.curriculum),
+             f"every trajectory length {list(self.curriculum)} must be >= the unroll ({self.unroll})"),
+            (all(t % self.unroll == 0 for t in self.curriculum),
+             f"every trajectory length {list(self.curriculum)} must be a multiple of the unroll ({self.unroll})"),
+            (self.meta_steps >= 1, f"meta_steps must be >= 1, got {self.meta_steps}"),
+            (self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.validate_every >= 1, f"validate_every must be >= 1, got {self.validate_every}"),
+            (self.validation_seeds >= 1, f"validation_seeds must be >= 1, got {self.validation_seeds}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message + ".")
+        unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+
+def optimizee_seed(run_seed, trajectory_index):
+    """The seed of the ``trajectory_index``-th training optimizee of run ``run_seed``."""
+    return int(run_seed) * 1_000_003 + int(trajectory_index)
+
+
+class MetaTrainer:
+    """Meta-trains ``config.rule`` on ``config.task``; ``out_dir`` holds checkpoints, config and logs."""
+
+    def __init__(self, config, out_dir, task=None):
+        self.config = config
+        self.out_dir = out_dir
+        self.task = task or tasks.get(config.task, **config.task_kwargs)
+        self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
+        if not self.rule.trainable_weights:
+            raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
+        self.unroll_config = unroll_lib.UnrollConfig(config.unroll, config.second_order, config.loss_weights)
+        self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
+        self.meta_optimizer.build(self.rule.trainable_variables)
+
+        counter = lambda value=0: tf.Variable(value, dtype=tf.int64, trainable=False)  # noqa: E731
+        self.meta_step = counter()
+        self.trajectory_index = counter()
+        self.optimizee_step = counter()
+        self.stage = counter()
+        self.skips = counter()
+        self.consecutive_skips = counter()
+        self.bad_validations = counter()
+        self.best_validation = tf.Variable(math.inf, dtype=tf.float32, trainable=False)
+        initial = self.task.init_params(0)
+        self.params = [tf.Variable(p, trainable=False) for p in initial]
+        self.num_coordinates = sum(p.shape.num_elements() for p in initial)
+        self.state = tf.Variable(self.rule.initial_state(self.num_coordinates), trainable=False)
+
+        self.checkpoint = tf.train.Checkpoint(
+            rule_weights=list(self.rule.weights),
+            meta_optimizer_variables=list(self.meta_optimizer.variables),
+            meta_step=self.meta_step,
+            trajectory_index=self.trajectory_index,
+            optimizee_step=self.optimizee_step,
+            stage=self.stage,
+            skips=self.skips,
+            consecutive_skips=self.consecutive_skips,
+            bad_validations=self.bad_validations,
+            best_validation=self.best_validation,
+            params=self.params,
+            state=self.state,
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
+        self._train_step = tf.function(self._train_step_fn)
+        self._run = tf.function(self._run_fn)
+
+    # -- compiled pieces --------------------------------------------------------
+    def _train_step_fn(self, params, state, seed, start_step):
+        variables = self.rule.trainable_variables
+        with tf.GradientTape() as tape:
+            meta_loss, params, state, losses = unroll_lib.unroll(
+                self.task, self.rule, params, state, seed, start_step, self.unroll_config
+            )
+        grads = tape.gradient(meta_loss, variables)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(meta_loss)])
+        tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
+        return meta_loss, params, state, losses, finite
+
+    def _apply(self, grads, variables):
+        self.meta_optimizer.apply_gradients(zip(grads, variables))
+        return tf.no_op()
+
+    def _run_fn(self, params, state, seed, num_steps):
+        return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
+
+    # -- bookkeeping -----------------------------------------------------------
+    @property
+    def trajectory_length(self):
+        return self.config.curriculum[min(int(self.stage), len(self.config.curriculum) - 1)]
+
+    def _new_optimizee(self):
+        seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
+        for variable, value in zip(self.params, self.task.init_params(seed)):
+            variable.assign(value)
+        self.state.assign(self.rule.initial_state(self.num_coordinates))
+        self.optimizee_step.assign(0)
+
+    def _prepare_out_dir(self):
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, "config.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            mine = json.loads(self.config.to_json())
+            different = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in RESUMABLE_CHANGES)
+            if different:
+                raise ValueError(
+                    f"out_dir {self.out_dir!r} holds a run with a different config ({', '.join(different)}); "
+                    "use a new --out_dir or the same flags to resume."
+                )
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.config.to_json())
+        os.replace(tmp, path)
+
+    def restore(self):
+        """Resume from the latest checkpoint in ``out_dir``; returns whether one was found."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("Resumed from %s at meta step %d.", latest, int(self.meta_step))
+        return bool(latest)
+
+    def validate(self):
+        """Mean training loss over the current trajectory length on held-out optimizee seeds."""
+        values = []
+        for i in range(self.config.validation_seeds):
+            seed = VALIDATION_SEED_OFFSET + i
+            _, _, losses = self._run(
+                self.task.init_params(seed),
+                self.rule.initial_state(self.num_coordinates),
+                tf.constant(seed, tf.int64),
+                tf.constant(self.trajectory_length),
+            )
+            values.append(float(tf.reduce_mean(losses)))
+        return float(np.mean(values))
+
+    def _after_validation(self, value):
+        """Curriculum: advance the trajectory length when validation stops improving."""
+        if value < float(self.best_validation) * (1 - 1e-3):
+            self.best_validation.assign(value)
+            self.bad_validations.assign(0)
+            return
+        self.bad_validations.assign_add(1)
+        if int(self.bad_validations) >= self.config.patience and int(self.stage) < len(self.config.curriculum) - 1:
+            self.stage.assign_add(1)
+            self.best_validation.assign(math.inf)
+            self.bad_validations.assign(0)
+            self.trajectory_index.assign_add(1)
+            self._new_optimizee()
+            logging.info("Curriculum: trajectory length now %d.", self.trajectory_length)
+
+    # -- the loop ---------------------------------------------------------------
+    def train(self, verbose=1):
+        """Meta-train until ``config.meta_steps``; resumes from ``out_dir`` if it holds a run."""
+        self._prepare_out_dir()
+        if not self.restore():
+            self._new_optimizee()
+        writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
+        progress = keras.utils.Progbar(
+            self.config.meta_steps, verbose=verbose,
+            stateful_metrics=["meta_loss", "loss", "trajectory", "skipped", "validation"],
+        )
+        progress.update(int(self.meta_step))
+        start_time, start_step = time.time(), int(self.meta_step)
+        while int(self.meta_step) < self.config.meta_steps:
+            meta_loss, params, state, losses, finite = self._train_step(
+                list(self.params), self.state.value(),
+                tf.constant(optimizee_seed(self.config.seed, int(self.trajectory_index)), tf.int64),
+                self.optimizee_step.value(),
+            )
+            self.meta_step.assign_add(1)
+            if bool(finite):
+                self.consecutive_skips.assign(0)
+                for variable, value in zip(self.params, params):
+                    variable.assign(value)
+                self.state.assign(state)
+                self.optimizee_step.assign_add(self.config.unroll)
+                if int(self.optimizee_step) >= self.trajectory_length:
+                    self.trajectory_index.assign_add(1)
+                    self._new_optimizee()
+            else:
+                self.skips.assign_add(1)
+                self.consecutive_skips.assign_add(1)
+                logging.warning("Non-finite meta-loss or meta-gradient at meta step %d: skipped, optimizee reset.", int(self.meta_step))
+                if int(self.consecutive_skips) >= self.config.max_consecutive_skips:
+                    raise FloatingPointError(
+                        f"{int(self.consecutive_skips)} consecutive non-finite unrolls: stopping. "
+                        "Lower --meta_lr or --clipnorm, or shorten --unroll."
+                    )
+                self.trajectory_index.assign_add(1)
+                self._new_optimizee()
+            step = int(self.meta_step)
+            values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1])),
+                      ("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
+            with writer.as_default(step=step):
+                tf.summary.scalar("meta_loss", meta_loss)
+                tf.summary.scalar("optimizee/loss", losses[-1])
+                tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
+                tf.summary.scalar("skipped_unrolls", int(self.skips))
+            if step % self.config.validate_every == 0:
+                value = self.validate()
+                self._after_validation(value)
+                values.append(("validation", value))
+                with writer.as_default(step=step):
+                    tf.summary.scalar("validation/mean_loss", value)
+            progress.update(step, values)
+            if step % self.config.checkpoint_every == 0 or step == self.config.meta_steps:
+                self.save()
+        writer.flush()
+        elapsed = time.time() - start_time
+        logging.info("Meta-trained %d steps in %.1f s.", int(self.meta_step) - start_step, elapsed)
+        return self.rule
+
+    def save(self):
+        """Checkpoint, then export the rule for ``l2o_tf.pretrained.load(out_dir)``."""
+        self.manager.save(checkpoint_number=int(self.meta_step))
+        from l2o_tf import pretrained  # noqa: PLC0415  (pretrained imports meta lazily too)
+
+        pretrained.save_rule(self.rule, os.path.join(self.out_dir, "optimizer"))

@@ -1,0 +1,110 @@
+"""Truncated unrolls: K optimizee steps in one tf.function, differentiable in the rule weights.
+
+The optimizee's parameters are tensors, flattened into one coordinate vector
+so that the rule runs once per step over all of them (the fused step).  One
+function, :func:`optimizee_step`, is the step; the meta-training unroll and the
+evaluation loop both call it, and it calls the same ``rule`` that
+``LearnedOptimizer`` calls inside ``fit``.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+
+def flatten(tensors):
+    """A list of tensors as one float32 vector."""
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten(flat, like):
+    """Split ``flat`` back into tensors shaped like the list ``like``."""
+    sizes = [t.shape.num_elements() for t in like]
+    return [tf.reshape(part, t.shape) for part, t in zip(tf.split(flat, sizes), like)]
+
+
+def optimizee_step(task, rule, params, state, batch, step, second_order=False):
+    """One optimizee step: loss and gradient at ``params``, then the rule's update.
+
+    Returns ``(loss, new_params, new_state)``.  Following L2L, the gradient is a
+    constant for meta-differentiation (``tf.stop_gradient``) unless
+    ``second_order``, which keeps the Hessian terms.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = task.loss(params, batch)
+    grads = tape.gradient(loss, params)
+    grads = [tf.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    if not second_order:
+        grads = [tf.stop_gradient(g) for g in grads]
+    flat_params = flatten(params)
+    updates, new_state = rule(flatten(grads), flat_params, state, tf.cast(step, tf.int64))
+    return loss, unflatten(flat_params + updates, params), new_state
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollConfig:
+    """How one truncation is unrolled.
+
+    ``loss_weights``: ``"uniform"`` (L2L's sum of losses) or ``"increasing"``
+    (weight ``t / K``, favouring where the truncation ends).
+    """
+
+    length: int = 20
+    second_order: bool = False
+    loss_weights: str = "uniform"
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError(f"unroll length must be >= 1, got {self.length}.")
+        if self.loss_weights not in ("uniform", "increasing"):
+            raise ValueError(f"loss_weights must be 'uniform' or 'increasing', got {self.loss_weights!r}.")
+
+    def weights(self):
+        k = self.length
+        if self.loss_weights == "uniform":
+            return [1.0 / k] * k
+        total = k * (k + 1) / 2
+        return [(t + 1) / total for t in range(k)]
+
+
+def unroll(task, rule, params, state, seed, start_step, config):
+    """Run ``config.length`` steps from ``params``; returns ``(meta_loss, params, state, losses)``.
+
+    ``meta_loss = sum_t w_t f(params_t)`` over the parameters *after* each of
+    the K updates (the loss before the first update does not depend on the
+    rule).  ``losses`` are those K values.  Call inside a ``GradientTape`` to
+    get the meta-gradient with respect to the rule's weights.
+    """
+    weights = config.weights()
+    losses = []
+    for k in range(config.length):
+        step = start_step + k
+        batch = task.train_batch(seed, step)
+        loss_k, params, state = optimizee_step(task, rule, params, state, batch, step, config.second_order)
+        if k > 0:
+            losses.append(loss_k)
+    losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
+    losses = tf.stack(losses)
+    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
+    return meta_loss, params, state, losses
+
+
+def run(task, rule, params, state, seed, start_step, num_steps):
+    """Apply the rule for ``num_steps`` steps without meta-gradients (evaluation, validation).
+
+    A ``tf.while_loop``: the graph does not grow with ``num_steps``.  Returns
+    ``(params, state, losses)`` where ``losses[t]`` is the minibatch loss
+    before update ``t``.
+    """
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+
+    def body(t, params, state, losses):
+        step = tf.cast(start_step, tf.int64) + tf.cast(t, tf.int64)
+        loss, params, state = optimizee_step(task, rule, params, state, task.train_batch(seed, step), step)
+        return t + 1, params, state, losses.write(t, loss)
+
+    _, params, state, losses = tf.while_loop(
+        lambda t, *_: t < num_steps, body, (tf.constant(0), params, state, losses)
+    )
+    return params, state, losses.stack()

@@ -1,0 +1,78 @@
+"""Shipped meta-trained optimizers, and the on-disk format shared with meta-training runs.
+
+A saved rule is a directory with ``rule.json`` (the Keras-serialised rule
+config) and ``weights.npz`` (its weights in ``rule.weights`` order); shipped
+ones add ``training.json`` (the config, command and time that produced them).
+A meta-training ``out_dir`` holds one under ``out_dir/optimizer``.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from l2o_tf.optimizer import LearnedOptimizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def names():
+    """Names of the shipped optimizers."""
+    return sorted(d for d in os.listdir(HERE) if os.path.exists(os.path.join(HERE, d, "rule.json")))
+
+
+def save_rule(rule, directory, training=None):
+    """Write ``rule`` to ``directory`` (atomically per file)."""
+    os.makedirs(directory, exist_ok=True)
+    _write(os.path.join(directory, "rule.json"), json.dumps(keras.saving.serialize_keras_object(rule), indent=2))
+    weights_path = os.path.join(directory, "weights.npz")
+    with open(weights_path + ".tmp", "wb") as f:
+        np.savez(f, *[w.numpy() for w in rule.weights])
+    os.replace(weights_path + ".tmp", weights_path)
+    if training is not None:
+        _write(os.path.join(directory, "training.json"), json.dumps(training, indent=2, sort_keys=True))
+
+
+def _write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def resolve(name_or_dir):
+    """The saved-rule directory for a shipped name, a saved-rule directory or a meta-training out_dir."""
+    candidates = [os.path.join(HERE, str(name_or_dir))] if name_or_dir in names() else []
+    candidates += [os.path.join(str(name_or_dir), "optimizer"), str(name_or_dir)]
+    for directory in candidates:
+        if os.path.exists(os.path.join(directory, "rule.json")):
+            return directory
+    raise ValueError(
+        f"Unknown optimizer {name_or_dir!r}: not a shipped optimizer ({', '.join(names()) or 'none'}) "
+        "nor a directory holding rule.json (a meta-training out_dir or a saved rule)."
+    )
+
+
+def load_rule(name_or_dir):
+    """The update rule (weights restored) of a shipped name or a directory."""
+    directory = resolve(name_or_dir)
+    with open(os.path.join(directory, "rule.json")) as f:
+        rule = keras.saving.deserialize_keras_object(json.load(f))
+    with np.load(os.path.join(directory, "weights.npz")) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(rule.weights) or any(v.shape != tuple(w.shape) for v, w in zip(values, rule.weights)):
+        raise ValueError(f"{directory}: weights.npz does not match the rule in rule.json.")
+    for weight, value in zip(rule.weights, values):
+        weight.assign(value)
+    return rule
+
+
+def load(name_or_dir, **optimizer_kwargs):
+    """A ready ``LearnedOptimizer``: ``model.compile(optimizer=l2o_tf.pretrained.load("rnnprop-mnist"))``."""
+    return LearnedOptimizer(load_rule(name_or_dir), **optimizer_kwargs)
+
+
+def training_info(name):
+    """The training record (config, command, wall time) of a shipped optimizer."""
+    with open(os.path.join(resolve(name), "training.json")) as f:
+        return json.load(f)

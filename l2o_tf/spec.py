@@ -1,0 +1,31 @@
+"""Optimizer specs as the binaries take them: a shipped name, a directory, or ``adam:lr=1e-3``."""
+
+from l2o_tf import pretrained, rules
+
+_ALIASES = {"lr": "learning_rate", "b1": "beta_1", "b2": "beta_2", "eps": "epsilon", "mom": "momentum"}
+HAND_DESIGNED = ("adam", "sgd")
+
+
+def rule_from_spec(spec):
+    """Resolve ``spec`` to an update rule.
+
+    ``adam:lr=3e-3``, ``sgd:lr=0.1:momentum=0.9`` build hand-designed rules; anything
+    else is a shipped optimizer name or a meta-training ``out_dir``.
+    """
+    name, _, rest = str(spec).partition(":")
+    if name.lower() in HAND_DESIGNED:
+        kwargs = {}
+        for item in filter(None, rest.split(":")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"Bad optimizer spec {spec!r}: {item!r} is not key=value (e.g. adam:lr=1e-3).")
+            key = _ALIASES.get(key, key)
+            try:
+                kwargs[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
+            except ValueError:
+                raise ValueError(f"Bad optimizer spec {spec!r}: {value!r} is not a number.") from None
+        try:
+            return rules.get(name, **kwargs)
+        except (TypeError, ValueError) as e:  # Keras layers reject unknown keywords with ValueError
+            raise ValueError(f"Bad optimizer spec {spec!r}: {e}") from None
+    return pretrained.load_rule(spec)

@@ -1,0 +1,92 @@
+"""The absl binaries, optimizer specs and shipped pretrained optimizers, as a user meets them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import l2o_tf
+from l2o_tf import rules, spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_writes_curves_metrics_and_plot(tmp_path):
+    output = tmp_path / "eval.json"
+    result = _run("train.evaluate", "--optimizer=adam:lr=0.1,sgd:lr=0.01:momentum=0.9", "--task=quadratic",
+                  "--task_kwargs=batch_size=4,dim=3", "--steps=30", "--seeds=2", "--report_at=10,30", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(output.read_text())
+    assert set(data["optimizers"]) == {"adam:lr=0.1", "sgd:lr=0.01:momentum=0.9"}
+    adam = data["optimizers"]["adam:lr=0.1"]
+    assert len(adam["curve"]["mean"]) == 30 and set(adam["at_step"]) == {"10", "30"}
+    assert len(adam["at_step"]["30"]["train_loss"]["values"]) == 2
+    assert adam["at_step"]["30"]["train_loss"]["mean"] < adam["curve"]["mean"][0]
+    assert data["command"].startswith("python -m train.evaluate")
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--optimizer=adamx"], "Unknown optimizer 'adamx'"),
+        (["--optimizer=adam:lr=fast"], "'fast' is not a number"),
+        (["--optimizer=adam", "--task=mnist"], "Unknown task 'mnist'"),
+        (["--optimizer=adam", "--seeds=0"], "--seeds must be >= 1"),
+        (["--optimizer=adam", "--output=/proc/nope/x.json"], "/proc/nope"),
+    ],
+)
+def test_evaluate_bad_input_is_one_clear_line(args, message, tmp_path):
+    extra = [] if any(a.startswith("--output") for a in args) else [f"--output={tmp_path / 'x.json'}"]
+    result = _run("train.evaluate", "--steps=5", *args, *extra)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_specs():
+    sgd = spec.rule_from_spec("sgd:lr=0.1:momentum=0.9:nesterov=true")
+    assert isinstance(sgd, rules.SGD) and (sgd.learning_rate, sgd.momentum, sgd.nesterov) == (0.1, 0.9, True)
+    assert spec.rule_from_spec("adam:lr=3e-3").learning_rate == 3e-3
+    with pytest.raises(ValueError, match="not key=value"):
+        spec.rule_from_spec("adam:3e-3")
+    with pytest.raises(ValueError, match="Bad optimizer spec"):
+        spec.rule_from_spec("adam:momentum=0.9")
+
+
+@pytest.mark.parametrize("name", ["rnnprop-mnist", "dmlstm-mnist"])
+def test_shipped_optimizers_load_and_record_their_training(name):
+    assert name in l2o_tf.pretrained.names()
+    optimizer = l2o_tf.pretrained.load(name)
+    assert isinstance(optimizer, l2o_tf.LearnedOptimizer)
+    assert sum(int(np.prod(w.shape)) for w in optimizer.rule.weights) < 10000
+    info = l2o_tf.pretrained.training_info(name)
+    assert info["command"].startswith("python -m train.meta_train") and info["config"]["task"] == "mnist_mlp"
+    fresh = type(optimizer.rule)(**{k: v for k, v in optimizer.rule.get_config().items() if k != "name"})
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(optimizer.rule.weights, fresh.weights))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(np.ones((8, 4)), np.zeros((8, 2)), verbose=0)
+
+
+def test_quickstart_trains_a_keras_model(tmp_path):
+    output = tmp_path / "quick.json"
+    result = _run("train.quickstart", "--steps=30", "--adam_lr=0", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rnnprop-mnist: test accuracy" in result.stdout and "MNIST from:" in result.stdout
+    run = json.loads(output.read_text())["runs"]["rnnprop-mnist"]
+    assert run["test_accuracy"] > 0.3  # 30 steps from random init; chance is 0.1
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(ValueError, match="Unknown optimizer 'rnnprop-imagenet'.*rnnprop-mnist"):
+        l2o_tf.pretrained.load("rnnprop-imagenet")

@@ -1,0 +1,162 @@
+"""Meta-training: meta-gradients against finite differences, learning on the quadratic, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2o_tf
+from l2o_tf import rules, tasks
+from l2o_tf.evaluate import evaluate_rule
+from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
+from l2o_tf.meta import unroll as unroll_lib
+from numerics import directional_fd_check
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("rule_cls", [rules.RNNprop, rules.DMLSTM])
+def test_meta_gradient_matches_finite_differences(rule_cls):
+    """With second derivatives kept, the tape's meta-gradient is the exact derivative of the meta-loss."""
+    task = tasks.quadratic(batch_size=2, dim=3, init_stddev=1.0)
+    rule = rule_cls(hidden_size=3, num_layers=1, output_scale=0.1, seed=2)
+    config = UnrollConfig(length=4, second_order=True)
+    params, state = task.init_params(0), rule.initial_state(6)
+
+    def meta_loss(weights):
+        (loss, _, _, _), _ = _stateless_unroll(rule, weights, task, params, state, config)
+        return loss
+
+    directional_fd_check(meta_loss, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-4)
+
+
+def _stateless_unroll(rule, weights, task, params, state, config):
+    """The unroll with the rule's weights given as tensors (``Layer.stateless_call``)."""
+
+    class _Bound:
+        def __call__(self, *args):
+            out, _ = rule.stateless_call(weights, [], *args)
+            return out
+
+    return unroll_lib.unroll(task, _Bound(), params, state, 0, 0, config), None
+
+
+def test_first_order_drops_exactly_the_hessian_terms():
+    """On a linear loss the optimizee gradient is constant, so both variants give the same meta-gradient."""
+
+    class Linear(tasks.Task):
+        def init_params(self, seed):
+            return [tf.ones([5])]
+
+        def train_batch(self, seed, step):
+            return tf.constant([1.0, -2.0, 0.5, 3.0, -1.0])
+
+        def loss(self, params, batch):
+            return tf.reduce_sum(params[0] * batch)
+
+    task, rule = Linear(), rules.RNNprop(hidden_size=4, seed=1)
+    grads = {}
+    for second_order in (False, True):
+        with tf.GradientTape() as tape:
+            loss, *_ = unroll_lib.unroll(task, rule, task.init_params(0), rule.initial_state(5), 0, 0, UnrollConfig(5, second_order))
+        grads[second_order] = tape.gradient(loss, rule.trainable_weights)
+    for a, b in zip(grads[False], grads[True]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def _quadratic_config(**overrides):
+    config = dict(task="quadratic", task_kwargs={"batch_size": 8, "dim": 4}, rule="rnnprop",
+                  rule_kwargs={"hidden_size": 8, "output_scale": 0.1}, unroll=5, curriculum=(25,),
+                  meta_steps=60, meta_lr=1e-2, validate_every=1000, checkpoint_every=1000)
+    config.update(overrides)
+    return MetaTrainConfig(**config)
+
+
+def test_a_few_dozen_meta_steps_lower_the_meta_loss(tmp_path):
+    trainer = MetaTrainer(_quadratic_config(), str(tmp_path))
+    before = trainer.validate()
+    trainer.train(verbose=0)
+    after = trainer.validate()
+    assert after < 0.7 * before, (before, after)
+    assert l2o_tf.pretrained.load(str(tmp_path)).rule.get_config() == trainer.rule.get_config()
+
+
+def test_curriculum_advances_when_validation_stalls(tmp_path):
+    trainer = MetaTrainer(_quadratic_config(curriculum=(10, 20), patience=2), str(tmp_path))
+    trainer._new_optimizee()
+    for value in (5.0, 6.0, 7.0):
+        trainer._after_validation(value)
+    assert trainer.trajectory_length == 20 and float(trainer.best_validation) == np.inf
+
+
+def test_refuses_to_resume_into_a_different_run(tmp_path):
+    MetaTrainer(_quadratic_config(meta_steps=2), str(tmp_path)).train(verbose=0)
+    MetaTrainer(_quadratic_config(meta_steps=4), str(tmp_path)).train(verbose=0)  # more steps: fine
+    with pytest.raises(ValueError, match="different config.*meta_lr"):
+        MetaTrainer(_quadratic_config(meta_lr=0.5), str(tmp_path)).train(verbose=0)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="must be >= the unroll"):
+        _quadratic_config(unroll=50, curriculum=(25,))
+    with pytest.raises(ValueError, match="multiple of the unroll"):
+        _quadratic_config(unroll=10, curriculum=(25,))
+    with pytest.raises(ValueError, match="meta_steps must be >= 1"):
+        _quadratic_config(meta_steps=0)
+
+
+def _meta_train_command(out_dir):
+    return [sys.executable, "-m", "train.meta_train", "--task=quadratic", "--task_kwargs=batch_size=8,dim=4",
+            "--rule=rnnprop", "--rule_kwargs=hidden_size=8,output_scale=0.1", "--unroll=5", "--trajectory=20",
+            "--meta_steps=40", "--meta_lr=1e-2", "--checkpoint_every=5", "--validate_every=10", f"--out_dir={out_dir}"]
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_meta_train_command(reference), cwd=ROOT, env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(_meta_train_command(interrupted), cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (interrupted / "checkpoints" / "checkpoint").exists():
+        assert process.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = tf.train.load_variable(str(interrupted / "checkpoints" / "ckpt-5"), "meta_step/.ATTRIBUTES/VARIABLE_VALUE")
+    assert 5 <= saved < 40
+    resumed = subprocess.run(_meta_train_command(interrupted), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resumed from" in resumed.stderr
+    a = l2o_tf.pretrained.load_rule(str(reference)).weights
+    b = l2o_tf.pretrained.load_rule(str(interrupted)).weights
+    assert max(float(np.abs(x.numpy() - y.numpy()).max()) for x, y in zip(a, b)) <= 1e-6
+    assert json.loads((interrupted / "config.json").read_text())["meta_steps"] == 40
+
+
+def test_keras_fit_follows_the_evaluation_trajectory():
+    """One rule, two paths: model.fit with LearnedOptimizer and the evaluation unroll reach the same weights."""
+    task = tasks.mnist_mlp(hidden_sizes=(6,), batch_size=16)
+    rule = rules.RNNprop(seed=3, output_scale=0.1)
+    seed, steps = 2 * 10**9, 12
+    result = evaluate_rule(rule, task, steps, 1)
+    params, _, _ = tf.function(lambda p, s: unroll_lib.run(task, rule, p, s, seed, 0, steps))(
+        task.init_params(seed), rule.initial_state(784 * 6 + 6 + 60 + 10)
+    )
+    model = task.model_fn(seed)
+    model.compile(optimizer=l2o_tf.LearnedOptimizer(rule), loss=task.loss_fn)
+    batches = [task.train_batch(seed, t) for t in range(steps)]
+    x = tf.concat([b[0] for b in batches], 0)
+    y = tf.concat([b[1] for b in batches], 0)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for p, w in zip(params, model.trainable_weights):
+        np.testing.assert_allclose(p.numpy(), w.numpy(), atol=1e-5)
+    assert len(result["curve"]["mean"]) == steps

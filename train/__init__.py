@@ -1,0 +1,1 @@
+"""absl binaries: meta_train, evaluate (run as ``python -m train.NAME``)."""

@@ -1,0 +1,71 @@
+r"""Meta-train a learned optimizer.
+
+    python -m train.meta_train --task=mnist_mlp --rule=rnnprop --unroll=20 --trajectory=100 \
+        --meta_steps=2000 --meta_lr=1e-3 --seed=0 --out_dir=runs/rnnprop --checkpoint_every=100
+
+Re-running the same command with the same --out_dir resumes from its latest checkpoint.
+The trained optimizer is usable as ``l2o_tf.pretrained.load(out_dir)`` or
+``--optimizer=OUT_DIR`` in ``train.evaluate``.
+"""
+
+import os
+
+import tensorflow as tf
+from absl import app, flags
+
+from l2o_tf.meta.trainer import MetaTrainConfig, MetaTrainer
+from train.flags_util import parse_kwargs, run_cleanly
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("task", "mnist_mlp", "Optimizee task name (l2o_tf.tasks.names()).")
+flags.DEFINE_list("task_kwargs", [], "Task arguments as key=value, e.g. sigma=0.5,dim=10.")
+flags.DEFINE_string("rule", "rnnprop", "Rule to meta-train: rnnprop or dmlstm.")
+flags.DEFINE_list("rule_kwargs", [], "Rule arguments as key=value, e.g. output_scale=0.1.")
+flags.DEFINE_integer("unroll", 20, "Optimizee steps per truncated unroll (one meta-gradient).")
+flags.DEFINE_integer("trajectory", 100, "Optimizee steps before a fresh optimizee (if no --curriculum).")
+flags.DEFINE_list("curriculum", [], "Trajectory lengths, advanced when validation stops improving, e.g. 100,200,500,1000.")
+flags.DEFINE_integer("patience", 3, "Validations without improvement before the curriculum advances.")
+flags.DEFINE_integer("validate_every", 200, "Meta steps between validations.")
+flags.DEFINE_integer("validation_seeds", 2, "Held-out optimizees per validation.")
+flags.DEFINE_integer("meta_steps", 1000, "Total meta steps (truncations).")
+flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the meta-optimizer.")
+flags.DEFINE_float("clipnorm", 1.0, "Global-norm clip of the meta-gradient.")
+flags.DEFINE_boolean("second_order", False, "Keep second derivatives through the optimizee gradient.")
+flags.DEFINE_enum("loss_weights", "uniform", ["uniform", "increasing"], "Weights of the losses in the meta-loss.")
+flags.DEFINE_integer("seed", 0, "Run seed: rule initialisation and optimizee seeds.")
+flags.DEFINE_string("out_dir", None, "Directory for checkpoints, config.json, TensorBoard logs and the optimizer.")
+flags.DEFINE_integer("checkpoint_every", 100, "Meta steps between checkpoints.")
+flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
+flags.mark_flag_as_required("out_dir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    config = MetaTrainConfig(
+        task=FLAGS.task,
+        task_kwargs=parse_kwargs(FLAGS.task_kwargs, "task_kwargs"),
+        rule=FLAGS.rule,
+        rule_kwargs=parse_kwargs(FLAGS.rule_kwargs, "rule_kwargs"),
+        unroll=FLAGS.unroll,
+        curriculum=tuple(int(t) for t in FLAGS.curriculum) or (FLAGS.trajectory,),
+        patience=FLAGS.patience,
+        validate_every=FLAGS.validate_every,
+        validation_seeds=FLAGS.validation_seeds,
+        meta_steps=FLAGS.meta_steps,
+        meta_lr=FLAGS.meta_lr,
+        clipnorm=FLAGS.clipnorm,
+        second_order=FLAGS.second_order,
+        loss_weights=FLAGS.loss_weights,
+        seed=FLAGS.seed,
+        checkpoint_every=FLAGS.checkpoint_every,
+    )
+    trainer = MetaTrainer(config, os.path.abspath(FLAGS.out_dir))
+    trainer.train()
+    print(f"optimizer written to {os.path.join(FLAGS.out_dir, 'optimizer')}")
+
+
+if __name__ == "__main__":
+    app.run(run_cleanly(main))
