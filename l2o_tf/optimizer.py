@@ -53,7 +53,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             dtype = keras.backend.standardize_dtype(variable.dtype)
             if dtype not in _SUPPORTED_DTYPES:
                 raise TypeError(
-                    f"LearnedOptimizer cannot update variable {variable.path!r} of dtype {dtype}: "
+                    f"LearnedOptimizer cannot update variable {_variable_path(variable)!r} of dtype {dtype}: "
                     "rule state is float32, use float32 variables (the 'mixed_float16' or "
                     "'mixed_bfloat16' dtype policy keeps variables in float32)."
                 )
@@ -65,7 +65,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                     shape=(_num_elements(variable), self.rule.state_size),
                     initializer=lambda shape, dtype=None: self.rule.initial_state(shape[0]),
                     dtype="float32",
-                    name=f"{variable.path.replace('/', '_')}_rule_state",
+                    name=f"{_variable_path(variable).replace('/', '_')}_rule_state",
                 )
             )
 
@@ -110,6 +110,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused)
         return config
+
+
+def _variable_path(variable):
+    """A Keras variable's path, or a plain tf.Variable's name (custom loops)."""
+    return getattr(variable, "path", None) or variable.name.split(":")[0]
 
 
 def _num_elements(variable):
