@@ -88,6 +88,27 @@ def test_a_few_dozen_meta_steps_lower_the_meta_loss(tmp_path):
     assert l2o_tf.pretrained.load(str(tmp_path)).rule.get_config() == trainer.rule.get_config()
 
 
+def test_imitation_pulls_the_rule_towards_its_adam_teacher(tmp_path):
+    """With only the imitation term, meta-training makes the rule's updates approach Adam's."""
+    config = _quadratic_config(imitation_weight=1e4, imitation_lr=0.01, meta_steps=80)
+    trainer = MetaTrainer(config, str(tmp_path))
+    task, teacher = trainer.task, rules.Adam(learning_rate=0.01)
+
+    def distance():
+        params = task.init_params(5)
+        state, teacher_state = trainer.rule.initial_state(32), teacher.initial_state(32)
+        total = 0.0
+        for t in range(10):
+            _, params, state, (imitation, teacher_state) = unroll_lib.optimizee_step(
+                task, trainer.rule, params, state, task.train_batch(5, t), t, teacher=(teacher, teacher_state))
+            total += float(imitation)
+        return total
+
+    before = distance()
+    trainer.train(verbose=0)
+    assert distance() < 0.5 * before
+
+
 def test_curriculum_advances_when_validation_stalls(tmp_path):
     trainer = MetaTrainer(_quadratic_config(curriculum=(10, 20), patience=2), str(tmp_path))
     trainer._new_optimizee()

@@ -35,6 +35,8 @@ flags.DEFINE_enum("loss_weights", "uniform", ["uniform", "increasing"], "Weights
 flags.DEFINE_integer("seed", 0, "Run seed: rule initialisation and optimizee seeds.")
 flags.DEFINE_string("out_dir", None, "Directory for checkpoints, config.json, TensorBoard logs and the optimizer.")
 flags.DEFINE_integer("checkpoint_every", 100, "Meta steps between checkpoints.")
+flags.DEFINE_float("imitation_weight", 0.0, "Weight of imitating an Adam teacher's updates (0: off).")
+flags.DEFINE_float("imitation_lr", 1e-2, "Learning rate of the Adam teacher.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
 
@@ -61,6 +63,8 @@ def main(argv):
         loss_weights=FLAGS.loss_weights,
         seed=FLAGS.seed,
         checkpoint_every=FLAGS.checkpoint_every,
+        imitation_weight=FLAGS.imitation_weight,
+        imitation_lr=FLAGS.imitation_lr,
     )
     trainer = MetaTrainer(config, os.path.abspath(FLAGS.out_dir))
     trainer.train()

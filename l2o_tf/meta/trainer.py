@@ -47,6 +47,8 @@ class MetaTrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     max_consecutive_skips: int = 20
+    imitation_weight: float = 0.0
+    imitation_lr: float = 1e-2
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -63,6 +65,7 @@ class MetaTrainConfig:
             (self.validate_every >= 1, f"validate_every must be >= 1, got {self.validate_every}"),
             (self.validation_seeds >= 1, f"validation_seeds must be >= 1, got {self.validation_seeds}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (self.imitation_weight >= 0, f"imitation_weight must be >= 0, got {self.imitation_weight}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -109,6 +112,11 @@ class MetaTrainer:
         self.params = [tf.Variable(p, trainable=False) for p in initial]
         self.num_coordinates = sum(p.shape.num_elements() for p in initial)
         self.state = tf.Variable(self.rule.initial_state(self.num_coordinates), trainable=False)
+        # Optional Adam teacher whose updates the rule imitates (its state follows the optimizee).
+        self.teacher = rules.Adam(learning_rate=config.imitation_lr) if config.imitation_weight > 0 else None
+        self.teacher_state = tf.Variable(
+            self.teacher.initial_state(self.num_coordinates) if self.teacher else tf.zeros([0]), trainable=False
+        )
 
         self.checkpoint = tf.train.Checkpoint(
             rule_weights=list(self.rule.weights),
@@ -123,22 +131,29 @@ class MetaTrainer:
             best_validation=self.best_validation,
             params=self.params,
             state=self.state,
+            teacher_state=self.teacher_state,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self._train_step = tf.function(self._train_step_fn)
         self._run = tf.function(self._run_fn)
 
     # -- compiled pieces --------------------------------------------------------
-    def _train_step_fn(self, params, state, seed, start_step):
+    def _train_step_fn(self, params, state, teacher_state, seed, start_step):
         variables = self.rule.trainable_variables
         with tf.GradientTape() as tape:
-            meta_loss, params, state, losses = unroll_lib.unroll(
-                self.task, self.rule, params, state, seed, start_step, self.unroll_config
-            )
+            if self.teacher is None:
+                meta_loss, params, state, losses = unroll_lib.unroll(
+                    self.task, self.rule, params, state, seed, start_step, self.unroll_config
+                )
+            else:
+                teacher = (self.teacher, teacher_state, self.config.imitation_weight)
+                meta_loss, params, state, losses, teacher_state = unroll_lib.unroll(
+                    self.task, self.rule, params, state, seed, start_step, self.unroll_config, teacher
+                )
         grads = tape.gradient(meta_loss, variables)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(meta_loss)])
         tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
-        return meta_loss, params, state, losses, finite
+        return meta_loss, params, state, teacher_state, losses, finite
 
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
@@ -157,6 +172,8 @@ class MetaTrainer:
         for variable, value in zip(self.params, self.task.init_params(seed)):
             variable.assign(value)
         self.state.assign(self.rule.initial_state(self.num_coordinates))
+        if self.teacher is not None:
+            self.teacher_state.assign(self.teacher.initial_state(self.num_coordinates))
         self.optimizee_step.assign(0)
 
     def _prepare_out_dir(self):
@@ -166,6 +183,8 @@ class MetaTrainer:
             with open(path) as f:
                 saved = json.load(f)
             mine = json.loads(self.config.to_json())
+            # Keys an older run did not record hold their defaults.
+            saved = {**json.loads(MetaTrainConfig().to_json()), **saved}
             different = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in RESUMABLE_CHANGES)
             if different:
                 raise ValueError(
@@ -228,8 +247,8 @@ class MetaTrainer:
         progress.update(int(self.meta_step))
         start_time, start_step = time.time(), int(self.meta_step)
         while int(self.meta_step) < self.config.meta_steps:
-            meta_loss, params, state, losses, finite = self._train_step(
-                list(self.params), self.state.value(),
+            meta_loss, params, state, teacher_state, losses, finite = self._train_step(
+                list(self.params), self.state.value(), self.teacher_state.value(),
                 tf.constant(optimizee_seed(self.config.seed, int(self.trajectory_index)), tf.int64),
                 self.optimizee_step.value(),
             )
@@ -239,6 +258,7 @@ class MetaTrainer:
                 for variable, value in zip(self.params, params):
                     variable.assign(value)
                 self.state.assign(state)
+                self.teacher_state.assign(teacher_state)
                 self.optimizee_step.assign_add(self.config.unroll)
                 if int(self.optimizee_step) >= self.trajectory_length:
                     self.trajectory_index.assign_add(1)

@@ -23,12 +23,14 @@ def unflatten(flat, like):
     return [tf.reshape(part, t.shape) for part, t in zip(tf.split(flat, sizes), like)]
 
 
-def optimizee_step(task, rule, params, state, batch, step, second_order=False):
+def optimizee_step(task, rule, params, state, batch, step, second_order=False, teacher=None):
     """One optimizee step: loss and gradient at ``params``, then the rule's update.
 
     Returns ``(loss, new_params, new_state)``.  Following L2L, the gradient is a
     constant for meta-differentiation (``tf.stop_gradient``) unless
-    ``second_order``, which keeps the Hessian terms.
+    ``second_order``, which keeps the Hessian terms.  With ``teacher=(rule,
+    state)`` it also returns ``(imitation, teacher_state)``: the mean squared
+    difference between the rule's updates and the teacher's on the same gradient.
     """
     with tf.GradientTape() as tape:
         tape.watch(params)
@@ -37,9 +39,16 @@ def optimizee_step(task, rule, params, state, batch, step, second_order=False):
     grads = [tf.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
     if not second_order:
         grads = [tf.stop_gradient(g) for g in grads]
-    flat_params = flatten(params)
-    updates, new_state = rule(flatten(grads), flat_params, state, tf.cast(step, tf.int64))
-    return loss, unflatten(flat_params + updates, params), new_state
+    flat_params, flat_grads = flatten(params), flatten(grads)
+    step = tf.cast(step, tf.int64)
+    updates, new_state = rule(flat_grads, flat_params, state, step)
+    new_params = unflatten(flat_params + updates, params)
+    if teacher is None:
+        return loss, new_params, new_state
+    teacher_rule, teacher_state = teacher
+    target, teacher_state = teacher_rule(tf.stop_gradient(flat_grads), flat_params, teacher_state, step)
+    imitation = tf.reduce_mean(tf.square(updates - tf.stop_gradient(target)))
+    return loss, new_params, new_state, (imitation, teacher_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,26 +77,39 @@ class UnrollConfig:
         return [(t + 1) / total for t in range(k)]
 
 
-def unroll(task, rule, params, state, seed, start_step, config):
+def unroll(task, rule, params, state, seed, start_step, config, teacher=None):
     """Run ``config.length`` steps from ``params``; returns ``(meta_loss, params, state, losses)``.
 
     ``meta_loss = sum_t w_t f(params_t)`` over the parameters *after* each of
     the K updates (the loss before the first update does not depend on the
     rule).  ``losses`` are those K values.  Call inside a ``GradientTape`` to
     get the meta-gradient with respect to the rule's weights.
+
+    ``teacher=(rule, state, weight)`` adds ``weight * sum_t imitation_t``
+    (imitation of a hand-designed teacher such as Adam, to start learning on
+    long horizons); the return then ends with the teacher's new state.
     """
     weights = config.weights()
-    losses = []
+    losses, imitation = [], 0.0
     for k in range(config.length):
         step = start_step + k
         batch = task.train_batch(seed, step)
-        loss_k, params, state = optimizee_step(task, rule, params, state, batch, step, config.second_order)
+        if teacher is None:
+            loss_k, params, state = optimizee_step(task, rule, params, state, batch, step, config.second_order)
+        else:
+            loss_k, params, state, (imitation_k, teacher_state) = optimizee_step(
+                task, rule, params, state, batch, step, config.second_order, teacher[:2]
+            )
+            teacher = (teacher[0], teacher_state, teacher[2])
+            imitation += imitation_k
         if k > 0:
             losses.append(loss_k)
     losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
     losses = tf.stack(losses)
     meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
-    return meta_loss, params, state, losses
+    if teacher is None:
+        return meta_loss, params, state, losses
+    return meta_loss + teacher[2] * imitation, params, state, losses, teacher[1]
 
 
 def run(task, rule, params, state, seed, start_step, num_steps):
