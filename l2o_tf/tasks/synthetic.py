@@ -66,15 +66,14 @@ def lasso(batch_size=1, dim=10, num_rows=None, sigma=1.0, l1=0.005, init_stddev=
     return LeastSquaresTask("lasso", batch_size, dim, num_rows or dim, sigma, l1, 0.5, init_stddev)
 
 
-class Rosenbrock(Task):
-    """``mean_b sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2``, start ``x ~ N(0, sigma^2)``."""
+class TestFunctionTask(Task):
+    """A data-free test function over ``batch_size`` points of dimension ``dim``, start ``x ~ N(0, sigma^2)``.
 
-    name = "rosenbrock"
+    Subclasses give ``loss``; the "batch" is empty.
+    """
 
-    def __init__(self, batch_size=128, dim=2, sigma=1.0):
-        _positive(self.name, batch_size=batch_size, sigma=sigma)
-        if dim < 2:
-            raise ValueError(f"rosenbrock: dim must be >= 2, got {dim}.")
+    def __init__(self, batch_size, dim, sigma):
+        _positive(self.name, batch_size=batch_size, dim=dim, sigma=sigma)
         self.batch_size, self.dim, self.sigma = int(batch_size), int(dim), float(sigma)
 
     def init_params(self, seed):
@@ -83,35 +82,37 @@ class Rosenbrock(Task):
     def train_batch(self, seed, step=0):
         return ()
 
+    def evaluate(self, params, seed=0):
+        return {"train_loss": float(self.loss(params, ()))}
+
+
+class Rosenbrock(TestFunctionTask):
+    """``mean_b sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2``, start ``x ~ N(0, sigma^2)``."""
+
+    name = "rosenbrock"
+
+    def __init__(self, batch_size=128, dim=2, sigma=1.0):
+        if dim < 2:
+            raise ValueError(f"rosenbrock: dim must be >= 2, got {dim}.")
+        super().__init__(batch_size, dim, sigma)
+
     def loss(self, params, batch):
         (x,) = params
         head, tail = x[:, :-1], x[:, 1:]
         terms = 100.0 * tf.square(tail - tf.square(head)) + tf.square(1.0 - head)
         return tf.reduce_mean(tf.reduce_sum(terms, axis=1))
 
-    def evaluate(self, params, seed=0):
-        return {"train_loss": float(self.loss(params, ()))}
 
-
-class Rastrigin(Task):
+class Rastrigin(TestFunctionTask):
     """``mean_b [A n + sum_i x_i^2 - A cos(2 pi x_i)]``, ``A = 10``, start ``x ~ N(0, sigma^2)``."""
 
     name = "rastrigin"
 
     def __init__(self, batch_size=128, dim=10, sigma=2.0, amplitude=10.0):
-        _positive(self.name, batch_size=batch_size, dim=dim, sigma=sigma)
-        self.batch_size, self.dim, self.sigma, self.amplitude = int(batch_size), int(dim), float(sigma), float(amplitude)
-
-    def init_params(self, seed):
-        return [self.sigma * tf.random.stateless_normal([self.batch_size, self.dim], stateless_seed(seed, 1))]
-
-    def train_batch(self, seed, step=0):
-        return ()
+        super().__init__(batch_size, dim, sigma)
+        self.amplitude = float(amplitude)
 
     def loss(self, params, batch):
         (x,) = params
         terms = tf.square(x) - self.amplitude * tf.cos(2.0 * math.pi * x)
         return tf.reduce_mean(self.amplitude * self.dim + tf.reduce_sum(terms, axis=1))
-
-    def evaluate(self, params, seed=0):
-        return {"train_loss": float(self.loss(params, ()))}
