@@ -7,6 +7,7 @@ from the seeds meta-training and validation use.
 import numpy as np
 import tensorflow as tf
 
+from l2o_tf.meta import regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 EVAL_SEED_OFFSET = 2 * 10**9
@@ -18,13 +19,28 @@ def _summary(values):
             "max": float(values.max()), "values": values.tolist()}
 
 
-def evaluate_rule(rule, task, steps, seeds, report_at=None):
+def sharpness(task, params, seed=0, num_iters=20, num_probes=10):
+    """Top Hessian eigenvalue and Hutchinson trace of the training loss at ``params`` (fixed batch)."""
+    batch = task.sharpness_batch(seed)
+
+    @tf.function
+    def measure(params):
+        loss_fn = lambda p: task.loss(p, batch)  # noqa: E731
+        return (regularizers.hessian_top_eigenvalue(loss_fn, params, num_iters=num_iters, seed=seed),
+                regularizers.hessian_trace(loss_fn, params, num_probes=num_probes, seed=seed))
+
+    top, trace = measure(params)
+    return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace)}
+
+
+def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False):
     """Optimize ``seeds`` fresh optimizees of ``task`` with ``rule`` for ``steps`` steps.
 
     Returns a dict with the per-step minibatch training loss (mean / std / min /
     max over seeds) and, at each step count in ``report_at`` (default: the
     last), ``task.evaluate`` metrics (train loss, test loss, test accuracy,
-    generalization gap) summarised over seeds.
+    generalization gap; with ``measure_sharpness`` also the Hessian's top
+    eigenvalue and trace) summarised over seeds.
     """
     if steps < 1 or seeds < 1:
         raise ValueError(f"evaluation needs steps >= 1 and seeds >= 1, got steps={steps}, seeds={seeds}.")
@@ -45,6 +61,8 @@ def evaluate_rule(rule, task, steps, seeds, report_at=None):
             result = task.evaluate(params, seed)
             if "test_loss" in result:
                 result["generalization_gap"] = result["test_loss"] - result["train_loss"]
+            if measure_sharpness:
+                result.update(sharpness(task, params, seed))
             metrics[target].append(result)
         curves.append(np.concatenate(losses))
     curves = np.stack(curves)

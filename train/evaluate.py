@@ -27,6 +27,7 @@ flags.DEFINE_list("task_kwargs", [], "Task arguments as key=value.")
 flags.DEFINE_integer("steps", 1000, "Optimizee steps per run.")
 flags.DEFINE_integer("seeds", 5, "Optimizees (seeds) per optimizer.")
 flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metrics (default: --steps).")
+flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue and trace at the reported steps.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
 flags.mark_flag_as_required("optimizer")
 flags.mark_flag_as_required("output")
@@ -62,7 +63,7 @@ def main(argv):
     }
     for name, rule in rules.items():
         start = time.time()
-        result = evaluate_rule(rule, task, FLAGS.steps, FLAGS.seeds, report_at)
+        result = evaluate_rule(rule, task, FLAGS.steps, FLAGS.seeds, report_at, measure_sharpness=FLAGS.sharpness)
         result["seconds"] = time.time() - start
         results["optimizers"][name] = result
         summary = ", ".join(

@@ -37,6 +37,15 @@ flags.DEFINE_string("out_dir", None, "Directory for checkpoints, config.json, Te
 flags.DEFINE_integer("checkpoint_every", 100, "Meta steps between checkpoints.")
 flags.DEFINE_float("imitation_weight", 0.0, "Weight of imitating an Adam teacher's updates (0: off).")
 flags.DEFINE_float("imitation_lr", 1e-2, "Learning rate of the Adam teacher.")
+flags.DEFINE_enum("regularizer", "none", ["none", "hessian_trace", "hessian_eig", "local_entropy"],
+                  "Flatness penalty added to the meta-loss (alpha * sum_t R_t).")
+flags.DEFINE_float("reg_weight", 1e-4, "alpha: weight of the flatness penalty.")
+flags.DEFINE_integer("reg_every", 1, "Apply the penalty every k-th step of each unroll.")
+flags.DEFINE_integer("reg_start", 0, "Meta step from which the penalty is on.")
+flags.DEFINE_integer("reg_num_probes", 1, "hessian_trace: Rademacher probes.")
+flags.DEFINE_integer("reg_num_iters", 10, "hessian_eig: power iterations.")
+flags.DEFINE_float("reg_gamma", 1.0, "local_entropy: coupling gamma.")
+flags.DEFINE_integer("reg_sgld_steps", 10, "local_entropy: SGLD steps per estimate.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
 
@@ -65,6 +74,14 @@ def main(argv):
         checkpoint_every=FLAGS.checkpoint_every,
         imitation_weight=FLAGS.imitation_weight,
         imitation_lr=FLAGS.imitation_lr,
+        regularizer=FLAGS.regularizer,
+        reg_weight=FLAGS.reg_weight,
+        reg_every=FLAGS.reg_every,
+        reg_start=FLAGS.reg_start,
+        reg_num_probes=FLAGS.reg_num_probes,
+        reg_num_iters=FLAGS.reg_num_iters,
+        reg_gamma=FLAGS.reg_gamma,
+        reg_sgld_steps=FLAGS.reg_sgld_steps,
     )
     trainer = MetaTrainer(config, os.path.abspath(FLAGS.out_dir))
     trainer.train()

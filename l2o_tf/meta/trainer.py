@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from l2o_tf import rules, tasks
+from l2o_tf.meta import regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 VALIDATION_SEED_OFFSET = 10**9
@@ -49,6 +50,14 @@ class MetaTrainConfig:
     max_consecutive_skips: int = 20
     imitation_weight: float = 0.0
     imitation_lr: float = 1e-2
+    regularizer: str = "none"
+    reg_weight: float = 1e-4
+    reg_every: int = 1
+    reg_start: int = 0
+    reg_num_probes: int = 1
+    reg_num_iters: int = 10
+    reg_gamma: float = 1.0
+    reg_sgld_steps: int = 10
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -71,6 +80,18 @@ class MetaTrainConfig:
             if not ok:
                 raise ValueError(message + ".")
         unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights)
+        self.penalty()
+
+    def penalty(self):
+        """The configured flatness penalty, or None."""
+        if self.regularizer == "none":
+            return None
+        options = {
+            "hessian_trace": {"num_probes": self.reg_num_probes},
+            "hessian_eig": {"num_iters": self.reg_num_iters},
+            "local_entropy": {"gamma": self.reg_gamma, "num_steps": self.reg_sgld_steps},
+        }.get(self.regularizer, {})
+        return regularizers.Penalty(self.regularizer, self.reg_weight, self.reg_every, tuple(sorted(options.items())))
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -134,26 +155,26 @@ class MetaTrainer:
             teacher_state=self.teacher_state,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
-        self._train_step = tf.function(self._train_step_fn)
+        self.penalty = config.penalty()
+        # Two traces at most: without the penalty, and with it from meta step --reg_start on.
+        self._train_step = tf.function(lambda *args: self._train_step_fn(*args, penalty=None))
+        self._train_step_penalized = tf.function(lambda *args: self._train_step_fn(*args, penalty=self.penalty))
         self._run = tf.function(self._run_fn)
 
     # -- compiled pieces --------------------------------------------------------
-    def _train_step_fn(self, params, state, teacher_state, seed, start_step):
+    def _train_step_fn(self, params, state, teacher_state, seed, start_step, penalty):
         variables = self.rule.trainable_variables
+        teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation_weight)
         with tf.GradientTape() as tape:
-            if self.teacher is None:
-                meta_loss, params, state, losses = unroll_lib.unroll(
-                    self.task, self.rule, params, state, seed, start_step, self.unroll_config
-                )
-            else:
-                teacher = (self.teacher, teacher_state, self.config.imitation_weight)
-                meta_loss, params, state, losses, teacher_state = unroll_lib.unroll(
-                    self.task, self.rule, params, state, seed, start_step, self.unroll_config, teacher
-                )
-        grads = tape.gradient(meta_loss, variables)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(meta_loss)])
+            result = unroll_lib.unroll(
+                self.task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty
+            )
+        grads = tape.gradient(result.meta_loss, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(result.meta_loss)])
         tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
-        return meta_loss, params, state, teacher_state, losses, finite
+        new_teacher_state = teacher_state if result.teacher_state is None else result.teacher_state
+        return result._replace(teacher_state=new_teacher_state), finite
 
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
@@ -242,23 +263,26 @@ class MetaTrainer:
         writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
         progress = keras.utils.Progbar(
             self.config.meta_steps, verbose=verbose,
-            stateful_metrics=["meta_loss", "loss", "trajectory", "skipped", "validation"],
+            stateful_metrics=["meta_loss", "loss", "trajectory", "skipped", "validation", "penalty"],
         )
         progress.update(int(self.meta_step))
         start_time, start_step = time.time(), int(self.meta_step)
         while int(self.meta_step) < self.config.meta_steps:
-            meta_loss, params, state, teacher_state, losses, finite = self._train_step(
+            penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
+            train_step = self._train_step_penalized if penalized else self._train_step
+            result, finite = train_step(
                 list(self.params), self.state.value(), self.teacher_state.value(),
                 tf.constant(optimizee_seed(self.config.seed, int(self.trajectory_index)), tf.int64),
                 self.optimizee_step.value(),
             )
+            meta_loss, losses = result.meta_loss, result.losses
             self.meta_step.assign_add(1)
             if bool(finite):
                 self.consecutive_skips.assign(0)
-                for variable, value in zip(self.params, params):
+                for variable, value in zip(self.params, result.params):
                     variable.assign(value)
-                self.state.assign(state)
-                self.teacher_state.assign(teacher_state)
+                self.state.assign(result.state)
+                self.teacher_state.assign(result.teacher_state)
                 self.optimizee_step.assign_add(self.config.unroll)
                 if int(self.optimizee_step) >= self.trajectory_length:
                     self.trajectory_index.assign_add(1)
@@ -277,11 +301,15 @@ class MetaTrainer:
             step = int(self.meta_step)
             values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1])),
                       ("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
+            if penalized:
+                values.append(("penalty", float(result.penalty)))
             with writer.as_default(step=step):
                 tf.summary.scalar("meta_loss", meta_loss)
                 tf.summary.scalar("optimizee/loss", losses[-1])
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))
+                if penalized:
+                    tf.summary.scalar(f"penalty/{self.config.regularizer}", result.penalty)
             if step % self.config.validate_every == 0:
                 value = self.validate()
                 self._after_validation(value)

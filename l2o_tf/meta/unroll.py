@@ -8,6 +8,7 @@ evaluation loop both call it, and it calls the same ``rule`` that
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -77,20 +78,33 @@ class UnrollConfig:
         return [(t + 1) / total for t in range(k)]
 
 
-def unroll(task, rule, params, state, seed, start_step, config, teacher=None):
-    """Run ``config.length`` steps from ``params``; returns ``(meta_loss, params, state, losses)``.
+class UnrollResult(NamedTuple):
+    """What one truncation produced.  ``penalty`` is the summed flatness penalty (0 if none)."""
 
-    ``meta_loss = sum_t w_t f(params_t)`` over the parameters *after* each of
-    the K updates (the loss before the first update does not depend on the
-    rule).  ``losses`` are those K values.  Call inside a ``GradientTape`` to
-    get the meta-gradient with respect to the rule's weights.
+    meta_loss: tf.Tensor
+    params: list
+    state: tf.Tensor
+    losses: tf.Tensor
+    penalty: tf.Tensor
+    teacher_state: object
 
-    ``teacher=(rule, state, weight)`` adds ``weight * sum_t imitation_t``
-    (imitation of a hand-designed teacher such as Adam, to start learning on
-    long horizons); the return then ends with the teacher's new state.
+
+def unroll(task, rule, params, state, seed, start_step, config, teacher=None, penalty=None):
+    """Run ``config.length`` steps from ``params`` and return an :class:`UnrollResult`.
+
+    ``meta_loss = sum_t w_t f(params_t) [+ alpha sum_t R_t] [+ beta sum_t imitation_t]``
+    over the parameters *after* each of the K updates (the loss before the
+    first update does not depend on the rule); ``losses`` are the K values
+    ``f(params_t)``.  Call inside a ``GradientTape`` to get the meta-gradient
+    with respect to the rule's weights.
+
+    ``teacher=(rule, state, beta)`` adds imitation of a hand-designed teacher
+    such as Adam.  ``penalty`` (a :class:`l2o_tf.meta.regularizers.Penalty`)
+    adds ``alpha * R(params_t)`` on the batch of step ``t`` for every
+    ``penalty.every``-th step of the unroll.
     """
     weights = config.weights()
-    losses, imitation = [], 0.0
+    losses, imitation, penalty_sum = [], 0.0, tf.constant(0.0)
     for k in range(config.length):
         step = start_step + k
         batch = task.train_batch(seed, step)
@@ -102,14 +116,21 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None):
             )
             teacher = (teacher[0], teacher_state, teacher[2])
             imitation += imitation_k
+        if penalty is not None and k % penalty.every == 0:
+            penalty_seed = tf.cast(seed, tf.int64) * 100_003 + tf.cast(step, tf.int64)
+            penalty_sum += penalty(lambda p, b=batch: task.loss(p, b), params, penalty_seed)
         if k > 0:
             losses.append(loss_k)
     losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
     losses = tf.stack(losses)
     meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
-    if teacher is None:
-        return meta_loss, params, state, losses
-    return meta_loss + teacher[2] * imitation, params, state, losses, teacher[1]
+    if penalty is not None:
+        meta_loss += penalty.weight * penalty_sum
+    teacher_state = None
+    if teacher is not None:
+        meta_loss += teacher[2] * imitation
+        teacher_state = teacher[1]
+    return UnrollResult(meta_loss, params, state, losses, penalty_sum, teacher_state)
 
 
 def run(task, rule, params, state, seed, start_step, num_steps):

@@ -32,6 +32,10 @@ class Task:
         """Python floats: ``train_loss``; for data tasks also ``test_loss``, ``test_accuracy``."""
         raise NotImplementedError
 
+    def sharpness_batch(self, seed=0):
+        """A fixed training batch on which sharpness (Hessian trace / top eigenvalue) is measured."""
+        return self.train_batch(seed, 0)
+
     def batches(self, seed, num_steps):
         """The first ``num_steps`` training batches of optimizee ``seed``."""
         for step in range(num_steps):

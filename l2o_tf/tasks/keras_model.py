@@ -95,6 +95,11 @@ class KerasModelTask(Task):
         indices = tf.random.stateless_uniform([self.batch_size], key, 0, self.num_train, tf.int32)
         return self.preprocess(tf.gather(x_train, indices)), tf.gather(y_train, indices)
 
+    def sharpness_batch(self, seed=0, size=2000):
+        """The first ``size`` training examples: one fixed, larger batch for Hessian measurements."""
+        x_train, y_train, _, _ = self._load()
+        return self.preprocess(x_train[:size]), y_train[:size]
+
     # -- model --------------------------------------------------------------
     @property
     def template(self):
