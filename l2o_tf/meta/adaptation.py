@@ -1,0 +1,113 @@
+"""M-L2O ("Towards Generalizable L2O by Test-Time Fast Self-Adaptation"): MAML over task families.
+
+The optimizer's own weights are adapted: an *inner* step of SGD on one
+unroll's meta-loss of a sampled task, then an *outer* meta-gradient of a fresh
+unroll of the same task with the adapted weights.  Second-order MAML
+differentiates through the inner step (nested tapes); first-order MAML (the
+reference code's choice) drops the inner step's Jacobian.  At test time,
+:func:`adapt` takes a few Adam steps on the target task's unroll meta-loss.
+All of it runs the rule through ``Layer.stateless_call``, so weights are
+tensors and the rule object itself is never modified.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from l2o_tf.meta import unroll as unroll_lib
+from l2o_tf.optimizer import LearnedOptimizer
+
+
+class _WithWeights:
+    """The rule called with explicit weight tensors (what the unroll calls as ``rule``)."""
+
+    def __init__(self, rule, weights):
+        self.rule, self.weights = rule, list(weights)
+
+    def __call__(self, grads, params, state, step):
+        (updates, new_state), _ = self.rule.stateless_call(self.weights, [], grads, params, state, step)
+        return updates, new_state
+
+
+def fresh_optimizee(rule, task, seed):
+    """``(params, rule state)`` of optimizee ``seed`` at its start (eager: Keras tasks build models)."""
+    params = task.init_params(int(seed))
+    return params, rule.initial_state(sum(p.shape.num_elements() for p in params))
+
+
+def unroll_meta_loss(rule, weights, task, start, seed, unroll_config):
+    """The meta-loss of one unroll from ``start = (params, state)`` of optimizee ``seed``, rule weights ``weights``."""
+    params, state = start
+    return unroll_lib.unroll(task, _WithWeights(rule, weights), params, state, seed, 0, unroll_config).meta_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """Inner loop: ``inner_steps`` SGD steps of ``inner_lr`` on one unroll's meta-loss."""
+
+    inner_steps: int = 1
+    inner_lr: float = 1e-3
+    second_order: bool = False
+
+    def __post_init__(self):
+        if self.inner_steps < 1 or self.inner_lr <= 0:
+            raise ValueError(f"MAML needs inner_steps >= 1 and inner_lr > 0, got {self.inner_steps}, {self.inner_lr}.")
+
+
+def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config):
+    """``(outer_loss, gradient w.r.t. the rule's weights)`` of one MAML task step.
+
+    ``inner`` and ``outer`` are ``(start, seed)`` optimizees of the same task
+    (``start`` from :func:`fresh_optimizee`).
+    Inner: ``w' = w - inner_lr * grad_w L(w; inner)`` (``inner_steps`` times).
+    Outer: ``L(w'; outer)``.  Second-order differentiates ``w'`` w.r.t. ``w``;
+    first-order treats ``dw'/dw = I``.
+    """
+    weights = [w.value for w in rule.trainable_weights]
+    with tf.GradientTape() as outer_tape:
+        outer_tape.watch(weights)
+        adapted = list(weights)
+        for _ in range(maml_config.inner_steps):
+            with tf.GradientTape() as inner_tape:
+                inner_tape.watch(adapted)
+                inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config)
+            grads = inner_tape.gradient(inner_loss, adapted)
+            if not maml_config.second_order:
+                grads = [tf.stop_gradient(g) for g in grads]
+            adapted = [w - maml_config.inner_lr * g for w, g in zip(adapted, grads)]
+        outer_loss = unroll_meta_loss(rule, adapted, task, *outer, unroll_config)
+    return outer_loss, outer_tape.gradient(outer_loss, weights)
+
+
+def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0):
+    """Test-time adaptation: a copy of ``optimizer`` whose rule took ``steps`` Adam steps on ``task``.
+
+    Each step minimises the meta-loss of a ``unroll_length``-step unroll of a
+    fresh optimizee of ``task`` (seeds ``seed, seed + 1, ...``).  The given
+    optimizer is left untouched.
+    """
+    if steps < 0:
+        raise ValueError(f"adapt needs steps >= 0, got {steps}.")
+    rule = optimizer.rule if isinstance(optimizer, LearnedOptimizer) else optimizer
+    if not rule.trainable_weights:
+        raise ValueError(f"{type(rule).__name__} has no weights to adapt.")
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
+    for target, source in zip(copy.weights, rule.weights):
+        target.assign(source.value)
+    config = unroll_lib.UnrollConfig(unroll_length)
+    meta_optimizer = keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(start, optimizee_seed):
+        with tf.GradientTape() as tape:
+            loss = unroll_meta_loss(copy, [w.value for w in copy.trainable_weights], task, start, optimizee_seed, config)
+        meta_optimizer.apply_gradients(zip(tape.gradient(loss, copy.trainable_weights), copy.trainable_weights))
+        return loss
+
+    for i in range(steps):
+        step(fresh_optimizee(copy, task, seed + i), tf.constant(seed + i, tf.int64))
+    if isinstance(optimizer, LearnedOptimizer):
+        config_kwargs = {k: v for k, v in optimizer.get_config().items() if k != "rule"}
+        return LearnedOptimizer(copy, **config_kwargs)
+    return copy

@@ -1,0 +1,82 @@
+"""M-L2O: MAML meta-gradients against finite differences, and test-time adaptation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2o_tf
+from l2o_tf import rules, tasks
+from l2o_tf.meta import UnrollConfig
+from l2o_tf.meta import adaptation
+from numerics import directional_fd_check
+
+
+def _setup():
+    task = tasks.lasso(dim=3, sigma=0.5, init_stddev=0.5)
+    rule = rules.RNNprop(hidden_size=3, num_layers=1, output_scale=0.1, seed=4)
+    inner = (adaptation.fresh_optimizee(rule, task, 1), 1)
+    outer = (adaptation.fresh_optimizee(rule, task, 2), 2)
+    return task, rule, inner, outer, UnrollConfig(3)
+
+
+def test_second_order_maml_gradient_matches_finite_differences():
+    task, rule, inner, outer, config = _setup()
+    maml = adaptation.MAMLConfig(inner_steps=1, inner_lr=0.5, second_order=True)
+
+    def outer_loss(weights):
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            inner_loss = adaptation.unroll_meta_loss(rule, weights, task, *inner, config)
+        grads_inner = tape.gradient(inner_loss, weights)
+        adapted = [w - maml.inner_lr * g for w, g in zip(weights, grads_inner)]
+        return adaptation.unroll_meta_loss(rule, adapted, task, *outer, config)
+
+    weights = [w.value for w in rule.trainable_weights]
+    # The whole inner-then-outer function's tape gradient matches finite differences...
+    directional_fd_check(outer_loss, weights, eps=1e-2, rtol=3e-2, atol=1e-4)
+    # ...and the library's second-order MAML gradient is that gradient.
+    loss, grads = adaptation.maml_meta_gradient(rule, task, inner, outer, config, maml)
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        reference = outer_loss(weights)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    for a, b in zip(grads, tape.gradient(reference, weights)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_first_order_is_second_order_without_the_inner_jacobian():
+    task, rule, inner, outer, config = _setup()
+    _, first = adaptation.maml_meta_gradient(rule, task, inner, outer, config, adaptation.MAMLConfig(1, 0.5, False))
+    _, second = adaptation.maml_meta_gradient(rule, task, inner, outer, config, adaptation.MAMLConfig(1, 0.5, True))
+    # First-order = the outer loss's gradient taken at the adapted weights (dw'/dw = I).
+    weights = [w.value for w in rule.trainable_weights]
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        inner_loss = adaptation.unroll_meta_loss(rule, weights, task, *inner, config)
+    adapted = [w - 0.5 * g for w, g in zip(weights, tape.gradient(inner_loss, weights))]
+    with tf.GradientTape() as tape:
+        tape.watch(adapted)
+        outer_loss = adaptation.unroll_meta_loss(rule, adapted, task, *outer, config)
+    expected = tape.gradient(outer_loss, adapted)
+    for a, b in zip(first, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-7)
+    assert any(not np.allclose(a.numpy(), b.numpy(), rtol=1e-3) for a, b in zip(first, second))
+
+
+def test_adapt_lowers_the_adaptation_loss_and_leaves_the_original_alone():
+    task = tasks.lasso(dim=5, sigma=10.0)
+    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(hidden_size=8, output_scale=0.1, seed=0))
+    before = [w.numpy().copy() for w in optimizer.rule.weights]
+    config = UnrollConfig(10)
+
+    def loss_on(rule, seeds=range(100, 104)):
+        weights = [w.value for w in rule.trainable_weights]
+        return np.mean([float(adaptation.unroll_meta_loss(rule, weights, task, adaptation.fresh_optimizee(rule, task, s), s, config)) for s in seeds])
+
+    adapted = adaptation.adapt(optimizer, task, steps=15, learning_rate=3e-3, unroll_length=10, seed=0)
+    assert isinstance(adapted, l2o_tf.LearnedOptimizer)
+    assert loss_on(adapted.rule) < loss_on(optimizer.rule)
+    for a, b in zip(before, optimizer.rule.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    with pytest.raises(ValueError, match="no weights to adapt"):
+        adaptation.adapt(l2o_tf.LearnedOptimizer(rules.Adam()), task)
