@@ -80,3 +80,22 @@ def test_adapt_lowers_the_adaptation_loss_and_leaves_the_original_alone():
         np.testing.assert_array_equal(a, b.numpy())
     with pytest.raises(ValueError, match="no weights to adapt"):
         adaptation.adapt(l2o_tf.LearnedOptimizer(rules.Adam()), task)
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_maml_meta_training_over_a_lasso_family(tmp_path, second_order):
+    from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415
+
+    config = MetaTrainConfig(
+        task="lasso", task_kwargs={"dim": 4}, task_family=(0.1, 0.5, 1.0), rule="rnnprop",
+        rule_kwargs={"hidden_size": 6, "output_scale": 0.1}, unroll=5, curriculum=(5,), meta_steps=40,
+        meta_lr=1e-2, validate_every=1000, checkpoint_every=1000, maml_inner_steps=1, maml_inner_lr=1e-2,
+        maml_second_order=second_order,
+    )
+    trainer = MetaTrainer(config, str(tmp_path))
+    assert [t.sigma for t in trainer.tasks] == [0.1, 0.5, 1.0]
+    before = trainer.validate()
+    trainer.train(verbose=0)
+    assert trainer.validate() < before
+    assert int(trainer.trajectory_index) == 40
+    assert [trainer._step_function(m, False).experimental_get_tracing_count() for m in range(3)] == [1, 1, 1]

@@ -107,8 +107,8 @@ def test_meta_training_with_a_penalty(name, tmp_path):
     )
     trainer = MetaTrainer(config, str(tmp_path))
     trainer.train(verbose=0)
-    assert trainer._train_step_penalized.experimental_get_tracing_count() == 1
-    assert trainer._train_step.experimental_get_tracing_count() == 1
+    assert trainer._step_function(0, True).experimental_get_tracing_count() == 1
+    assert trainer._step_function(0, False).experimental_get_tracing_count() == 1
     assert all(np.all(np.isfinite(w.numpy())) for w in trainer.rule.weights)
 
 

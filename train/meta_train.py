@@ -46,6 +46,10 @@ flags.DEFINE_integer("reg_num_probes", 1, "hessian_trace: Rademacher probes.")
 flags.DEFINE_integer("reg_num_iters", 10, "hessian_eig: power iterations.")
 flags.DEFINE_float("reg_gamma", 1.0, "local_entropy: coupling gamma.")
 flags.DEFINE_integer("reg_sgld_steps", 10, "local_entropy: SGLD steps per estimate.")
+flags.DEFINE_list("task_family", [], "Train over a family: the task with sigma in this list (e.g. 0.1,0.5,1).")
+flags.DEFINE_integer("maml_inner_steps", 0, "M-L2O: inner SGD steps on the rule weights per meta step (0: vanilla).")
+flags.DEFINE_float("maml_inner_lr", 1e-3, "M-L2O: inner SGD learning rate.")
+flags.DEFINE_boolean("maml_second_order", False, "M-L2O: differentiate through the inner step.")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
 
@@ -82,6 +86,10 @@ def main(argv):
         reg_num_iters=FLAGS.reg_num_iters,
         reg_gamma=FLAGS.reg_gamma,
         reg_sgld_steps=FLAGS.reg_sgld_steps,
+        task_family=tuple(float(x) for x in FLAGS.task_family),
+        maml_inner_steps=FLAGS.maml_inner_steps,
+        maml_inner_lr=FLAGS.maml_inner_lr,
+        maml_second_order=FLAGS.maml_second_order,
     )
     trainer = MetaTrainer(config, os.path.abspath(FLAGS.out_dir))
     trainer.train()

@@ -20,10 +20,11 @@ import tensorflow as tf
 from absl import logging
 
 from l2o_tf import rules, tasks
-from l2o_tf.meta import regularizers
+from l2o_tf.meta import adaptation, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 VALIDATION_SEED_OFFSET = 10**9
+MAML_OUTER_SEED_OFFSET = 500_000_000
 RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every")
 
 
@@ -58,9 +59,14 @@ class MetaTrainConfig:
     reg_num_iters: int = 10
     reg_gamma: float = 1.0
     reg_sgld_steps: int = 10
+    task_family: tuple = ()
+    maml_inner_steps: int = 0
+    maml_inner_lr: float = 1e-3
+    maml_second_order: bool = False
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
+        self.task_family = tuple(float(s) for s in self.task_family)
         checks = [
             (self.unroll >= 1, f"unroll must be >= 1, got {self.unroll}"),
             (len(self.curriculum) >= 1, "curriculum needs at least one trajectory length"),
@@ -75,6 +81,9 @@ class MetaTrainConfig:
             (self.validation_seeds >= 1, f"validation_seeds must be >= 1, got {self.validation_seeds}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.imitation_weight >= 0, f"imitation_weight must be >= 0, got {self.imitation_weight}"),
+            (self.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {self.maml_inner_steps}"),
+            (self.maml_inner_steps == 0 or (self.regularizer == "none" and self.imitation_weight == 0),
+             "MAML meta-training does not combine with a regularizer or imitation"),
         ]
         for ok, message in checks:
             if not ok:
@@ -112,7 +121,12 @@ class MetaTrainer:
     def __init__(self, config, out_dir, task=None):
         self.config = config
         self.out_dir = out_dir
-        self.task = task or tasks.get(config.task, **config.task_kwargs)
+        if config.task_family:
+            # A family over the shift knob sigma; trajectory i trains on member i mod len(family).
+            self.tasks = [tasks.get(config.task, sigma=s, **config.task_kwargs) for s in config.task_family]
+        else:
+            self.tasks = [task or tasks.get(config.task, **config.task_kwargs)]
+        self.task = self.tasks[0]
         self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
         if not self.rule.trainable_weights:
             raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
@@ -156,25 +170,46 @@ class MetaTrainer:
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self.penalty = config.penalty()
-        # Two traces at most: without the penalty, and with it from meta step --reg_start on.
-        self._train_step = tf.function(lambda *args: self._train_step_fn(*args, penalty=None))
-        self._train_step_penalized = tf.function(lambda *args: self._train_step_fn(*args, penalty=self.penalty))
+        self.maml = None
+        if config.maml_inner_steps:
+            self.maml = adaptation.MAMLConfig(config.maml_inner_steps, config.maml_inner_lr, config.maml_second_order)
+        self._compiled = {}
         self._run = tf.function(self._run_fn)
 
     # -- compiled pieces --------------------------------------------------------
-    def _train_step_fn(self, params, state, teacher_state, seed, start_step, penalty):
+    def _step_function(self, member, penalized):
+        """The compiled meta step for family member ``member``: traced once per (member, penalized)."""
+        key = (member, penalized, self.maml is not None)
+        if key not in self._compiled:
+            task = self.tasks[member]
+            if self.maml is not None:
+                fn = lambda inner, inner_seed, outer, outer_seed: self._maml_step_fn(task, inner, inner_seed, outer, outer_seed)  # noqa: E731
+            else:
+                penalty = self.penalty if penalized else None
+                fn = lambda *args: self._train_step_fn(task, penalty, *args)  # noqa: E731
+            self._compiled[key] = tf.function(fn)
+        return self._compiled[key]
+
+    def _apply_if_finite(self, loss, grads):
         variables = self.rule.trainable_variables
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(loss)])
+        tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
+        return finite
+
+    def _train_step_fn(self, task, penalty, params, state, teacher_state, seed, start_step):
         teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation_weight)
         with tf.GradientTape() as tape:
-            result = unroll_lib.unroll(
-                self.task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty
-            )
-        grads = tape.gradient(result.meta_loss, variables)
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(result.meta_loss)])
-        tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
+            result = unroll_lib.unroll(task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty)
+        finite = self._apply_if_finite(result.meta_loss, tape.gradient(result.meta_loss, self.rule.trainable_variables))
         new_teacher_state = teacher_state if result.teacher_state is None else result.teacher_state
         return result._replace(teacher_state=new_teacher_state), finite
+
+    def _maml_step_fn(self, task, inner, inner_seed, outer, outer_seed):
+        loss, grads = adaptation.maml_meta_gradient(
+            self.rule, task, (inner, inner_seed), (outer, outer_seed), self.unroll_config, self.maml
+        )
+        return loss, self._apply_if_finite(loss, grads)
 
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
@@ -185,12 +220,17 @@ class MetaTrainer:
 
     # -- bookkeeping -----------------------------------------------------------
     @property
+    def member(self):
+        """The family member the current trajectory trains on."""
+        return int(self.trajectory_index) % len(self.tasks)
+
+    @property
     def trajectory_length(self):
         return self.config.curriculum[min(int(self.stage), len(self.config.curriculum) - 1)]
 
     def _new_optimizee(self):
         seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
-        for variable, value in zip(self.params, self.task.init_params(seed)):
+        for variable, value in zip(self.params, self.tasks[self.member].init_params(seed)):
             variable.assign(value)
         self.state.assign(self.rule.initial_state(self.num_coordinates))
         if self.teacher is not None:
@@ -269,15 +309,29 @@ class MetaTrainer:
         start_time, start_step = time.time(), int(self.meta_step)
         while int(self.meta_step) < self.config.meta_steps:
             penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
-            train_step = self._train_step_penalized if penalized else self._train_step
-            result, finite = train_step(
-                list(self.params), self.state.value(), self.teacher_state.value(),
-                tf.constant(optimizee_seed(self.config.seed, int(self.trajectory_index)), tf.int64),
-                self.optimizee_step.value(),
-            )
-            meta_loss, losses = result.meta_loss, result.losses
+            train_step = self._step_function(self.member, penalized)
+            seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
+            if self.maml is not None:
+                # MAML: each meta step adapts on one fresh optimizee and is judged on another.
+                task, outer_seed = self.tasks[self.member], seed + MAML_OUTER_SEED_OFFSET
+                meta_loss, finite = train_step(
+                    adaptation.fresh_optimizee(self.rule, task, seed), tf.constant(seed, tf.int64),
+                    adaptation.fresh_optimizee(self.rule, task, outer_seed), tf.constant(outer_seed, tf.int64),
+                )
+                losses = tf.reshape(meta_loss, [1])
+                self.optimizee_step.assign(self.trajectory_length)  # every MAML step ends its optimizees
+            else:
+                result, finite = train_step(
+                    list(self.params), self.state.value(), self.teacher_state.value(),
+                    tf.constant(seed, tf.int64), self.optimizee_step.value(),
+                )
+                meta_loss, losses = result.meta_loss, result.losses
             self.meta_step.assign_add(1)
-            if bool(finite):
+            if bool(finite) and self.maml is not None:
+                self.consecutive_skips.assign(0)
+                self.trajectory_index.assign_add(1)
+                self._new_optimizee()
+            elif bool(finite):
                 self.consecutive_skips.assign(0)
                 for variable, value in zip(self.params, result.params):
                     variable.assign(value)
