@@ -75,6 +75,21 @@ def test_quadratic_and_lasso_closed_forms():
     assert float(tasks.lasso().init_params(0)[0].numpy().std()) == 0.0  # M-L2O starts LASSO at x = 0
 
 
+def test_optima_satisfy_optimality_conditions():
+    quad = tasks.quadratic(batch_size=2, dim=3)
+    assert quad.optimum(0) == pytest.approx(0.0, abs=1e-9)  # square W: exact solution
+    lasso = tasks.lasso(dim=6, num_rows=4, sigma=1.0, l1=0.1)
+    x = lasso.solution(1)[0]
+    w, y = (t.numpy().astype(np.float64)[0] for t in lasso.train_batch(1))
+    grad = w.T @ (w @ x - y)  # gradient of the smooth part 1/2 ||Wx - y||^2
+    active = np.abs(x) > 1e-9
+    assert active.any() and not active.all()  # 4 rows, 6 unknowns, lambda 0.1: a sparse solution
+    np.testing.assert_allclose(grad[active], -0.1 * np.sign(x[active]), atol=1e-6)  # KKT, active set
+    assert np.all(np.abs(grad[~active]) <= 0.1 + 1e-6)  # KKT, zeros
+    expected = 0.5 * np.sum((w @ x - y) ** 2) + 0.1 * np.abs(x).sum()
+    assert lasso.optimum(1) == pytest.approx(expected, rel=1e-12)
+
+
 def test_rosenbrock_and_rastrigin_minima():
     rosen = tasks.Rosenbrock(batch_size=2, dim=4)
     assert float(rosen.loss([tf.ones([2, 4])], ())) == 0.0

@@ -36,10 +36,15 @@ def fresh_optimizee(rule, task, seed):
     return params, rule.initial_state(sum(p.shape.num_elements() for p in params))
 
 
-def unroll_meta_loss(rule, weights, task, start, seed, unroll_config):
-    """The meta-loss of one unroll from ``start = (params, state)`` of optimizee ``seed``, rule weights ``weights``."""
+def unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step=0):
+    """One unroll from ``start = (params, state)`` of optimizee ``seed`` at ``start_step``, rule weights ``weights``."""
     params, state = start
-    return unroll_lib.unroll(task, _WithWeights(rule, weights), params, state, seed, 0, unroll_config).meta_loss
+    return unroll_lib.unroll(task, _WithWeights(rule, weights), params, state, seed, start_step, unroll_config)
+
+
+def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step=0):
+    """The meta-loss of :func:`unroll_with_weights`."""
+    return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step).meta_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +60,13 @@ class MAMLConfig:
             raise ValueError(f"MAML needs inner_steps >= 1 and inner_lr > 0, got {self.inner_steps}, {self.inner_lr}.")
 
 
-def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config):
+def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, start_step=0, return_unroll=False):
     """``(outer_loss, gradient w.r.t. the rule's weights)`` of one MAML task step.
 
     ``inner`` and ``outer`` are ``(start, seed)`` optimizees of the same task
-    (``start`` from :func:`fresh_optimizee`).
+    (``start`` = ``(params, state)``, e.g. from :func:`fresh_optimizee`), both
+    unrolled from ``start_step``.  With ``return_unroll`` the outer
+    :class:`UnrollResult` (adapted weights) comes third, to carry the optimizee on.
     Inner: ``w' = w - inner_lr * grad_w L(w; inner)`` (``inner_steps`` times).
     Outer: ``L(w'; outer)``.  Second-order differentiates ``w'`` w.r.t. ``w``;
     first-order treats ``dw'/dw = I``.
@@ -71,13 +78,14 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config):
         for _ in range(maml_config.inner_steps):
             with tf.GradientTape() as inner_tape:
                 inner_tape.watch(adapted)
-                inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config)
+                inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config, start_step)
             grads = inner_tape.gradient(inner_loss, adapted)
             if not maml_config.second_order:
                 grads = [tf.stop_gradient(g) for g in grads]
             adapted = [w - maml_config.inner_lr * g for w, g in zip(adapted, grads)]
-        outer_loss = unroll_meta_loss(rule, adapted, task, *outer, unroll_config)
-    return outer_loss, outer_tape.gradient(outer_loss, weights)
+        outer = unroll_with_weights(rule, adapted, task, *outer, unroll_config, start_step)
+    grads = outer_tape.gradient(outer.meta_loss, weights)
+    return (outer.meta_loss, grads, outer) if return_unroll else (outer.meta_loss, grads)
 
 
 def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0):

@@ -24,7 +24,6 @@ from l2o_tf.meta import adaptation, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 VALIDATION_SEED_OFFSET = 10**9
-MAML_OUTER_SEED_OFFSET = 500_000_000
 RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every")
 
 
@@ -183,7 +182,7 @@ class MetaTrainer:
         if key not in self._compiled:
             task = self.tasks[member]
             if self.maml is not None:
-                fn = lambda inner, inner_seed, outer, outer_seed: self._maml_step_fn(task, inner, inner_seed, outer, outer_seed)  # noqa: E731
+                fn = lambda *args: self._maml_step_fn(task, *args)  # noqa: E731
             else:
                 penalty = self.penalty if penalized else None
                 fn = lambda *args: self._train_step_fn(task, penalty, *args)  # noqa: E731
@@ -205,11 +204,13 @@ class MetaTrainer:
         new_teacher_state = teacher_state if result.teacher_state is None else result.teacher_state
         return result._replace(teacher_state=new_teacher_state), finite
 
-    def _maml_step_fn(self, task, inner, inner_seed, outer, outer_seed):
-        loss, grads = adaptation.maml_meta_gradient(
-            self.rule, task, (inner, inner_seed), (outer, outer_seed), self.unroll_config, self.maml
+    def _maml_step_fn(self, task, params, state, seed, start_step):
+        """MAML on the current truncation: adapt on it, judge the adapted rule on it, carry on with that."""
+        start = (params, state)
+        loss, grads, outer = adaptation.maml_meta_gradient(
+            self.rule, task, (start, seed), (start, seed), self.unroll_config, self.maml, start_step, return_unroll=True
         )
-        return loss, self._apply_if_finite(loss, grads)
+        return outer, self._apply_if_finite(loss, grads)
 
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
@@ -312,14 +313,11 @@ class MetaTrainer:
             train_step = self._step_function(self.member, penalized)
             seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
             if self.maml is not None:
-                # MAML: each meta step adapts on one fresh optimizee and is judged on another.
-                task, outer_seed = self.tasks[self.member], seed + MAML_OUTER_SEED_OFFSET
-                meta_loss, finite = train_step(
-                    adaptation.fresh_optimizee(self.rule, task, seed), tf.constant(seed, tf.int64),
-                    adaptation.fresh_optimizee(self.rule, task, outer_seed), tf.constant(outer_seed, tf.int64),
+                result, finite = train_step(
+                    list(self.params), self.state.value(), tf.constant(seed, tf.int64), self.optimizee_step.value()
                 )
-                losses = tf.reshape(meta_loss, [1])
-                self.optimizee_step.assign(self.trajectory_length)  # every MAML step ends its optimizees
+                result = result._replace(teacher_state=self.teacher_state.value())
+                meta_loss, losses = result.meta_loss, result.losses
             else:
                 result, finite = train_step(
                     list(self.params), self.state.value(), self.teacher_state.value(),
@@ -327,11 +325,7 @@ class MetaTrainer:
                 )
                 meta_loss, losses = result.meta_loss, result.losses
             self.meta_step.assign_add(1)
-            if bool(finite) and self.maml is not None:
-                self.consecutive_skips.assign(0)
-                self.trajectory_index.assign_add(1)
-                self._new_optimizee()
-            elif bool(finite):
+            if bool(finite):
                 self.consecutive_skips.assign(0)
                 for variable, value in zip(self.params, result.params):
                     variable.assign(value)

@@ -10,6 +10,7 @@ The ``sigma`` knob scales the instance (LASSO/quadratic) or the start
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from l2o_tf.tasks.base import Task, stateless_seed
@@ -55,6 +56,33 @@ class LeastSquaresTask(Task):
     def evaluate(self, params, seed=0):
         return {"train_loss": float(self.loss(params, self.train_batch(seed)))}
 
+    def solution(self, seed=0, iterations=20000):
+        """Minimisers ``[batch, dim]`` of optimizee ``seed``: least squares in closed form, LASSO by FISTA (float64)."""
+        w, y = (t.numpy().astype(np.float64) for t in self.train_batch(seed))
+        solutions = []
+        for wb, yb in zip(w, y):
+            if not self.l1:
+                solutions.append(np.linalg.lstsq(wb, yb, rcond=None)[0])
+                continue
+            lipschitz = 2.0 * self.scale * np.linalg.norm(wb, 2) ** 2
+            x = z = np.zeros(self.dim)
+            t = 1.0
+            for _ in range(iterations):
+                step = z - 2.0 * self.scale * wb.T @ (wb @ z - yb) / lipschitz
+                x_next = np.sign(step) * np.maximum(np.abs(step) - self.l1 / lipschitz, 0.0)
+                t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+                z = x_next + (t - 1.0) / t_next * (x_next - x)
+                x, t = x_next, t_next
+            solutions.append(x)
+        return np.stack(solutions)
+
+    def optimum(self, seed=0):
+        """The minimum of optimizee ``seed``'s loss (at :meth:`solution`)."""
+        w, y = (t.numpy().astype(np.float64) for t in self.train_batch(seed))
+        x = self.solution(seed)
+        per_problem = self.scale * np.sum((np.einsum("brd,bd->br", w, x) - y) ** 2, axis=1)
+        return float(np.mean(per_problem + self.l1 * np.sum(np.abs(x), axis=1)))
+
 
 def quadratic(batch_size=128, dim=10, sigma=1.0, init_stddev=0.01):
     """L2L's quadratic: 128 problems ``||W x - y||^2`` with ``W`` 10x10 (``mean`` over problems)."""
@@ -84,6 +112,10 @@ class TestFunctionTask(Task):
 
     def evaluate(self, params, seed=0):
         return {"train_loss": float(self.loss(params, ()))}
+
+    def optimum(self, seed=0):
+        """Both test functions have their global minimum 0 (Rosenbrock at 1, Rastrigin at 0)."""
+        return 0.0
 
 
 class Rosenbrock(TestFunctionTask):
