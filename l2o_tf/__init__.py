@@ -4,5 +4,7 @@ __version__ = "0.1.0"
 
 from l2o_tf import data, rules, tasks
 from l2o_tf.optimizer import LearnedOptimizer
+from l2o_tf import pretrained  # noqa: E402  (needs LearnedOptimizer)
+from l2o_tf.callbacks import AdaptOnFit  # noqa: E402
 
-__all__ = ["LearnedOptimizer", "data", "rules", "tasks", "__version__"]
+__all__ = ["AdaptOnFit", "LearnedOptimizer", "data", "pretrained", "rules", "tasks", "__version__"]

@@ -99,3 +99,29 @@ def test_maml_meta_training_over_a_lasso_family(tmp_path, second_order):
     assert trainer.validate() < before
     assert int(trainer.trajectory_index) == 12  # two truncations per trajectory
     assert [trainer._step_function(m, False).experimental_get_tracing_count() for m in range(3)] == [1, 1, 1]
+
+
+def test_adapt_on_fit_adapts_the_rule_only():
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(256, 6)).astype("float32")
+    y = (x @ gen.normal(size=(6, 1))).astype("float32")
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(hidden_size=6, output_scale=0.1, seed=2))
+    model.compile(optimizer=optimizer, loss="mse")
+    rule_before = [w.numpy().copy() for w in optimizer.rule.weights]
+    model_before = [w.numpy().copy() for w in model.weights]
+    callback = l2o_tf.AdaptOnFit(x, y, steps=3, every=2, unroll=5, learning_rate=1e-2, batch_size=32)
+
+    class ModelUntouchedByAdaptation(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            for a, b in zip(model_before, model.weights):
+                np.testing.assert_array_equal(a, b.numpy())
+
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[callback, ModelUntouchedByAdaptation()])
+    assert callback.adaptations == 2  # start of fit, epoch 2
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(rule_before, optimizer.rule.weights))
+    with pytest.raises(ValueError, match="steps >= 1"):
+        l2o_tf.AdaptOnFit(x, y, steps=0)
