@@ -10,8 +10,8 @@ KINDS = ("py_library", "py_binary", "py_test")
 
 def _files(node):
     """Files named by a srcs/data expression: lists, glob([...]) and their sums."""
-    if isinstance(node, ast.List):
-        return [ast.literal_eval(e) for e in node.elts]
+    if isinstance(node, ast.List):  # target labels (":name", "//pkg:name") are not files
+        return [f for f in (ast.literal_eval(e) for e in node.elts) if not f.startswith((":", "//"))]
     if isinstance(node, ast.BinOp):
         return _files(node.left) + _files(node.right)
     if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glob":
