@@ -90,3 +90,21 @@ def test_quickstart_trains_a_keras_model(tmp_path):
 def test_unknown_pretrained_name():
     with pytest.raises(ValueError, match="Unknown optimizer 'rnnprop-imagenet'.*rnnprop-mnist"):
         l2o_tf.pretrained.load("rnnprop-imagenet")
+
+
+def test_adapt_binary_compares_the_four_methods(tmp_path):
+    for name, seed in (("ml2o", 1), ("vanilla", 2)):
+        l2o_tf.pretrained.save_rule(rules.RNNprop(hidden_size=6, output_scale=0.1, seed=seed), str(tmp_path / name))
+    output = tmp_path / "adapt.json"
+    result = _run("train.adapt", f"--optimizer={tmp_path / 'ml2o'}", f"--baseline={tmp_path / 'vanilla'}",
+                  "--task=lasso", "--task_sigma=10", "--task_dim=4", "--adapt_steps=2", "--adapt_unroll=5",
+                  "--eval_steps=30", "--seeds=2", "--adam_lrs=0.01,0.1", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(output.read_text())
+    assert set(data["methods"]) == {"ml2o", "direct_transfer", "transfer_learning", "adam"}
+    for method in data["methods"].values():
+        assert all(f >= o - 1e-4 for f, o in zip(method["final_loss"]["values"], data["optimum"]["values"]))
+        assert len(method["curve"]["mean"]) == 30
+    adam = data["methods"]["adam"]
+    assert adam["spec"] == "adam:lr=" + min(adam["all_learning_rates"], key=adam["all_learning_rates"].get)
+    assert (tmp_path / "adapt.png").exists()

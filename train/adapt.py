@@ -24,8 +24,7 @@ from l2o_tf import spec, tasks
 from l2o_tf.evaluate import EVAL_SEED_OFFSET, evaluate_rule
 from l2o_tf.meta.adaptation import adapt
 from l2o_tf.plots import plot_curves
-from train.evaluate import check_writable
-from train.flags_util import parse_kwargs, run_cleanly
+from train.flags_util import check_writable, parse_kwargs, run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", None, "The M-L2O optimizer (shipped name or out_dir).")

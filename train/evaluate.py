@@ -18,7 +18,7 @@ from absl import app, flags
 from l2o_tf import __version__, spec, tasks
 from l2o_tf.evaluate import evaluate_rule
 from l2o_tf.plots import plot_curves
-from train.flags_util import parse_kwargs, run_cleanly
+from train.flags_util import check_writable, parse_kwargs, run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("optimizer", None, "Optimizer specs to evaluate (comma-separated).")
@@ -31,13 +31,6 @@ flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
 flags.mark_flag_as_required("optimizer")
 flags.mark_flag_as_required("output")
-
-
-def check_writable(path):
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    if not os.access(directory, os.W_OK):
-        raise ValueError(f"--output {path!r}: directory {directory!r} is not writable.")
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """Shared flag parsing for the binaries: ``key=value`` lists, and one-line errors instead of tracebacks."""
 
 import json
+import os
 import sys
 
 from absl import logging
@@ -18,6 +19,17 @@ def parse_kwargs(items, flag):
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def check_writable(path):
+    """Fail before any work when ``--output`` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--output {path!r}: cannot create {directory!r} ({e.strerror}).") from None
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"--output {path!r}: directory {directory!r} is not writable.")
 
 
 def run_cleanly(main_fn):
