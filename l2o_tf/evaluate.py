@@ -33,7 +33,7 @@ def sharpness(task, params, seed=0, num_iters=20, num_probes=10):
     return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace)}
 
 
-def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False):
+def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False, seed_offset=EVAL_SEED_OFFSET):
     """Optimize ``seeds`` fresh optimizees of ``task`` with ``rule`` for ``steps`` steps.
 
     Returns a dict with the per-step minibatch training loss (mean / std / min /
@@ -50,7 +50,7 @@ def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=Fa
     run = tf.function(lambda p, s, seed, start, n: unroll_lib.run(task, rule, p, s, seed, start, n))
     curves, metrics = [], {r: [] for r in report_at}
     for i in range(seeds):
-        seed = EVAL_SEED_OFFSET + i
+        seed = seed_offset + i
         params = task.init_params(seed)
         state = rule.initial_state(sum(p.shape.num_elements() for p in params))
         done, losses = 0, []
@@ -68,7 +68,7 @@ def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=Fa
     curves = np.stack(curves)
     out = {
         "steps": steps,
-        "seeds": [EVAL_SEED_OFFSET + i for i in range(seeds)],
+        "seeds": [seed_offset + i for i in range(seeds)],
         "curve": {"mean": curves.mean(0).tolist(), "std": curves.std(0).tolist(),
                   "min": curves.min(0).tolist(), "max": curves.max(0).tolist()},
         "at_step": {

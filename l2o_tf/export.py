@@ -135,9 +135,10 @@ class SavedModelRule(UpdateRule):
         )
         return out["updates"], out["state"]
 
+    SEEDED = False
+
     def get_config(self):
         config = super().get_config()
-        config.pop("seed")
         config["path"] = self.export_path
         return config
 

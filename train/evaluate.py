@@ -16,7 +16,7 @@ import time
 from absl import app, flags
 
 from l2o_tf import __version__, spec, tasks
-from l2o_tf.evaluate import evaluate_rule
+from l2o_tf.evaluate import EVAL_SEED_OFFSET, evaluate_rule
 from l2o_tf.plots import plot_curves
 from train.flags_util import check_writable, parse_kwargs, run_cleanly
 
@@ -27,6 +27,9 @@ flags.DEFINE_list("task_kwargs", [], "Task arguments as key=value.")
 flags.DEFINE_integer("steps", 1000, "Optimizee steps per run.")
 flags.DEFINE_integer("seeds", 5, "Optimizees (seeds) per optimizer.")
 flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metrics (default: --steps).")
+flags.DEFINE_integer("seed_offset", EVAL_SEED_OFFSET,
+                     "First optimizee seed. The default is the evaluation seeds; 1000000000 gives the "
+                     "meta-training validation seeds (for choosing between runs without touching the evaluation seeds).")
 flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue and trace at the reported steps.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
 flags.mark_flag_as_required("optimizer")
@@ -56,7 +59,8 @@ def main(argv):
     }
     for name, rule in rules.items():
         start = time.time()
-        result = evaluate_rule(rule, task, FLAGS.steps, FLAGS.seeds, report_at, measure_sharpness=FLAGS.sharpness)
+        result = evaluate_rule(rule, task, FLAGS.steps, FLAGS.seeds, report_at, measure_sharpness=FLAGS.sharpness,
+                               seed_offset=FLAGS.seed_offset)
         result["seconds"] = time.time() - start
         results["optimizers"][name] = result
         summary = ", ".join(

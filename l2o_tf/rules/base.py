@@ -26,6 +26,11 @@ class UpdateRule(keras.layers.Layer):
     checkpoints and ``.keras`` files without a first call.
     """
 
+    # Constructor arguments that get_config records (each stored as an attribute of that name).
+    CONFIG_FIELDS = ()
+    # Whether the rule has seeded weights (hand-designed rules have none and take no seed).
+    SEEDED = True
+
     def __init__(self, seed=0, name=None, **kwargs):
         # Rules always compute in float32: under a mixed-precision policy the
         # gradients are cast up instead of the state being cast down.
@@ -58,7 +63,9 @@ class UpdateRule(keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)
         config.pop("trainable", None)
-        config["seed"] = self.seed
+        if self.SEEDED:
+            config["seed"] = self.seed
+        config.update({field: getattr(self, field) for field in self.CONFIG_FIELDS})
         return config
 
 

@@ -17,6 +17,9 @@ class Adam(UpdateRule):
     State per coordinate: ``[m, v]``.
     """
 
+    CONFIG_FIELDS = ("learning_rate", "beta_1", "beta_2", "epsilon")
+    SEEDED = False
+
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name=None, **kwargs):
         if learning_rate <= 0:
             raise ValueError(f"Adam needs learning_rate > 0, got {learning_rate}.")
@@ -42,16 +45,6 @@ class Adam(UpdateRule):
         updates = -(m * alpha) / (tf.sqrt(v) + self.epsilon)
         return updates, tf.stack([m, v], axis=1)
 
-    def get_config(self):
-        config = super().get_config()
-        config.pop("seed")
-        config.update(
-            learning_rate=self.learning_rate,
-            beta_1=self.beta_1,
-            beta_2=self.beta_2,
-            epsilon=self.epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="l2o_tf")
@@ -61,6 +54,9 @@ class SGD(UpdateRule):
     ``velocity = momentum * velocity - lr * g``; the update is ``velocity`` (or
     ``momentum * velocity - lr * g`` with Nesterov).  State: ``[velocity]``.
     """
+
+    CONFIG_FIELDS = ("learning_rate", "momentum", "nesterov")
+    SEEDED = False
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, name=None, **kwargs):
         if learning_rate <= 0:
@@ -82,9 +78,3 @@ class SGD(UpdateRule):
         velocity = self.momentum * state[:, 0] + step_grad
         updates = self.momentum * velocity + step_grad if self.nesterov else velocity
         return updates, velocity[:, None]
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("seed")
-        config.update(learning_rate=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
-        return config

@@ -30,6 +30,8 @@ class DMLSTM(UpdateRule):
     State per coordinate: the LSTM stack's ``h`` and ``c`` (``2 * layers * hidden``).
     """
 
+    CONFIG_FIELDS = ("hidden_size", "num_layers", "preprocess", "preprocess_k", "output_scale")
+
     def __init__(
         self,
         hidden_size=20,
@@ -77,14 +79,3 @@ class DMLSTM(UpdateRule):
         hidden, new_state = self.lstm(inputs, state)
         out = tf.matmul(hidden, self.output_kernel) + self.output_bias
         return self.output_scale * out[:, 0], new_state
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            preprocess=self.preprocess,
-            preprocess_k=self.preprocess_k,
-            output_scale=self.output_scale,
-        )
-        return config

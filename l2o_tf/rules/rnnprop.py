@@ -18,6 +18,8 @@ class RNNprop(UpdateRule):
     ``[m, v]`` followed by the LSTM stack's ``h`` and ``c``.
     """
 
+    CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale")
+
     def __init__(
         self,
         hidden_size=20,
@@ -85,15 +87,3 @@ class RNNprop(UpdateRule):
         out = tf.tanh(tf.matmul(hidden, self.output_kernel) + self.output_bias)
         new_state = tf.concat([m[:, None], v[:, None], lstm_state], axis=1)
         return self.output_scale * out[:, 0], new_state
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            beta_1=self.beta_1,
-            beta_2=self.beta_2,
-            epsilon=self.epsilon,
-            output_scale=self.output_scale,
-        )
-        return config
