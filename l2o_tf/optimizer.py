@@ -23,6 +23,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         fused: run the rule once over all coordinates of all variables instead
             of once per variable (same result; fewer, larger kernels).  Used
             only outside tf.distribute strategies, else per-variable.
+        skip_nonfinite: where a variable's update or new rule state is not
+            finite (NaN/Inf gradients), leave the variable and its rule state
+            as they were and count it in ``skipped_updates``.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
             (``clipnorm``, ``weight_decay``, ``gradient_accumulation_steps``...).
 
@@ -34,7 +37,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     bfloat16 *variables* are refused with a ``TypeError``.
     """
 
-    def __init__(self, rule, learning_rate=1.0, fused=False, name="learned_optimizer", **kwargs):
+    def __init__(self, rule, learning_rate=1.0, fused=False, skip_nonfinite=False, name="learned_optimizer", **kwargs):
         if isinstance(rule, dict):
             rule = keras.saving.deserialize_keras_object(rule)
         if not isinstance(rule, UpdateRule):
@@ -45,6 +48,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.rule = rule
         self.fused = bool(fused)
+        self.skip_nonfinite = bool(skip_nonfinite)
 
     def build(self, var_list):
         if self.built:
@@ -58,6 +62,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                     "'mixed_bfloat16' dtype policy keeps variables in float32)."
                 )
         super().build(var_list)
+        if self.skip_nonfinite:
+            self.skipped_updates = self.add_variable(shape=(), dtype="int64", name="skipped_updates")
         self._rule_states = []
         for variable in var_list:
             self._rule_states.append(
@@ -76,7 +82,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def _rule_step(self, flat_grads, flat_params, state, learning_rate):
         """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
         updates, new_state = self.rule(flat_grads, flat_params, state, self.iterations)
-        return tf.cast(learning_rate, tf.float32) * updates, new_state
+        updates = tf.cast(learning_rate, tf.float32) * updates
+        if self.skip_nonfinite:
+            finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(updates)), tf.reduce_all(tf.math.is_finite(new_state)))
+            updates = tf.where(finite, updates, tf.zeros_like(updates))
+            new_state = tf.where(finite, new_state, state)
+            self.skipped_updates.assign_add(1 - tf.cast(finite, tf.int64))
+        return updates, new_state
 
     def update_step(self, gradient, variable, learning_rate):
         state = self.rule_state(variable)
@@ -108,7 +120,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused)
+        config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused,
+                      skip_nonfinite=self.skip_nonfinite)
         return config
 
 

@@ -123,6 +123,42 @@ def test_refuses_to_resume_into_a_different_run(tmp_path):
         MetaTrainer(_quadratic_config(meta_lr=0.5), str(tmp_path)).train(verbose=0)
 
 
+class _NaNForSomeSeeds(tasks.Task):
+    """The quadratic, except that optimizees whose seed is in ``bad`` have a NaN loss."""
+
+    def __init__(self, bad):
+        self.inner, self.bad = tasks.quadratic(batch_size=8, dim=4), tf.constant(sorted(bad), tf.int64)
+
+    def init_params(self, seed):
+        return self.inner.init_params(seed)
+
+    def train_batch(self, seed, step):
+        w, y = self.inner.train_batch(seed, step)
+        is_bad = tf.reduce_any(tf.equal(tf.cast(seed, tf.int64), self.bad))
+        return w, y + tf.where(is_bad, float("nan"), 0.0)
+
+    def loss(self, params, batch):
+        return self.inner.loss(params, batch)
+
+
+def test_nonfinite_unrolls_are_skipped_and_counted(tmp_path):
+    from l2o_tf.meta.trainer import optimizee_seed  # noqa: PLC0415
+
+    config = _quadratic_config(meta_steps=6)
+    trainer = MetaTrainer(config, str(tmp_path), task=_NaNForSomeSeeds({optimizee_seed(0, 1)}))
+    trainer.train(verbose=0)
+    assert int(trainer.skips) == 1  # trajectory 1 was NaN: skipped once, then a fresh optimizee
+    assert all(np.all(np.isfinite(w.numpy())) for w in trainer.rule.weights)
+
+    all_bad = MetaTrainer(_quadratic_config(meta_steps=50, max_consecutive_skips=3), str(tmp_path / "b"),
+                          task=_NaNForSomeSeeds({optimizee_seed(0, i) for i in range(10)}))
+    before = [w.numpy().copy() for w in all_bad.rule.weights]
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite unrolls"):
+        all_bad.train(verbose=0)
+    for a, b in zip(before, all_bad.rule.weights):
+        np.testing.assert_array_equal(a, b.numpy())  # never updated by a NaN unroll
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="must be >= the unroll"):
         _quadratic_config(unroll=50, curriculum=(25,))

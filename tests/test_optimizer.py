@@ -198,6 +198,28 @@ def test_mixed_float16_policy_trains_and_float16_variables_are_refused():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_skip_nonfinite_leaves_variables_and_state_alone(fused):
+    variables = [tf.Variable([1.0, 2.0, 3.0]), tf.Variable([[0.5, -0.5]])]
+    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(seed=0, output_scale=0.1), skip_nonfinite=True, fused=fused)
+    optimizer.apply_gradients(zip([tf.ones([3]), tf.ones([1, 2])], variables))
+    before = [v.numpy().copy() for v in variables]
+    states = [optimizer.rule_state(v).numpy().copy() for v in variables]
+    optimizer.apply_gradients(zip([tf.constant([1.0, np.nan, 1.0]), tf.ones([1, 2])], variables))
+    np.testing.assert_array_equal(variables[0].numpy(), before[0])
+    np.testing.assert_array_equal(optimizer.rule_state(variables[0]).numpy(), states[0])
+    assert int(optimizer.skipped_updates.numpy()) >= 1
+    if not fused:  # per variable: the finite variable still steps
+        assert not np.array_equal(variables[1].numpy(), before[1])
+    optimizer.apply_gradients(zip([tf.ones([3]), tf.ones([1, 2])], variables))
+    assert np.all(np.isfinite(variables[0].numpy())) and not np.array_equal(variables[0].numpy(), before[0])
+
+    unguarded = l2o_tf.LearnedOptimizer(rules.RNNprop(seed=0, output_scale=0.1))
+    v = tf.Variable([1.0, 2.0, 3.0])
+    unguarded.apply_gradients([(tf.constant([1.0, np.nan, 1.0]), v)])
+    assert np.isnan(v.numpy()).any()  # without the guard NaNs propagate, as with Keras optimizers
+
+
 def test_rejects_non_rule():
     with pytest.raises(TypeError, match="needs an l2o_tf.rules.UpdateRule"):
         l2o_tf.LearnedOptimizer(keras.optimizers.Adam())
