@@ -262,7 +262,13 @@ class MetaTrainer:
         """Resume from the latest checkpoint in ``out_dir``; returns whether one was found."""
         latest = self.manager.latest_checkpoint
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            except Exception as e:  # TF raises OpError, AssertionError, IndexError... on bad files
+                raise ValueError(
+                    f"checkpoint {latest} is corrupt or does not match this run ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:160]}); delete it to resume from an earlier one, or use a new --out_dir."
+                ) from None
             logging.info("Resumed from %s at meta step %d.", latest, int(self.meta_step))
         return bool(latest)
 

@@ -1,0 +1,85 @@
+"""Bad input gets one clear error naming the problem (README, "Bad input"): the cases not covered
+beside their features elsewhere (see the table for where each row is tested)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2o_tf
+from l2o_tf import rules
+from l2o_tf.meta import MetaTrainConfig, MetaTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _meta_train(*flags):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "train.meta_train", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--task=imagenet"], "Unknown task 'imagenet'"),
+        (["--rule=lstm9"], "Unknown rule 'lstm9'"),
+        (["--unroll=50", "--trajectory=20"], "must be >= the unroll (50)"),
+        (["--meta_steps=0"], "meta_steps must be >= 1"),
+        (["--task=quadratic", "--task_kwargs=sigma=-1"], "sigma must be > 0"),
+        (["--rule_kwargs=hidden_size"], "'hidden_size' is not key=value"),
+    ],
+)
+def test_meta_train_bad_flags_exit_with_one_line_and_write_nothing(flags, message, tmp_path):
+    out = tmp_path / "run"
+    result = _meta_train(f"--out_dir={out}", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_meta_train_unknown_regularizer_flag():
+    result = _meta_train("--out_dir=/tmp/never", "--regularizer=flat")
+    assert result.returncode != 0 and "regularizer" in result.stderr and "Traceback" not in result.stderr
+
+
+def _tiny_config(**overrides):
+    config = dict(task="quadratic", task_kwargs={"batch_size": 2, "dim": 3}, rule="rnnprop",
+                  rule_kwargs={"hidden_size": 4}, unroll=2, curriculum=(4,), meta_steps=2,
+                  validate_every=100, checkpoint_every=1)
+    config.update(overrides)
+    return MetaTrainConfig(**config)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    MetaTrainer(_tiny_config(), str(tmp_path)).train(verbose=0)
+    data = [f for f in os.listdir(tmp_path / "checkpoints") if f.startswith("ckpt-2.data")][0]
+    path = tmp_path / "checkpoints" / data
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match="ckpt-2 is corrupt or does not match this run"):
+        MetaTrainer(_tiny_config(meta_steps=3), str(tmp_path)).train(verbose=0)
+
+
+def test_checkpoint_of_another_rule_is_refused(tmp_path):
+    MetaTrainer(_tiny_config(), str(tmp_path)).train(verbose=0)
+    os.remove(tmp_path / "config.json")  # even without the config check, the checkpoint does not fit
+    with pytest.raises(ValueError, match="corrupt or does not match this run"):
+        MetaTrainer(_tiny_config(rule_kwargs={"hidden_size": 5}), str(tmp_path)).train(verbose=0)
+
+
+def test_integer_variables_are_refused():
+    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop())
+    with pytest.raises(TypeError, match="dtype int32"):
+        optimizer.apply_gradients([(tf.constant([1, 2]), tf.Variable([1, 2]))])
+
+
+def test_adapt_on_fit_needs_a_learned_optimizer():
+    import keras  # noqa: PLC0415
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(TypeError, match="AdaptOnFit needs a model compiled with an l2o_tf.LearnedOptimizer"):
+        model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0, callbacks=[l2o_tf.AdaptOnFit(np.ones((4, 2)), np.ones((4, 1)))])
