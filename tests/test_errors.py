@@ -83,3 +83,17 @@ def test_adapt_on_fit_needs_a_learned_optimizer():
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(TypeError, match="AdaptOnFit needs a model compiled with an l2o_tf.LearnedOptimizer"):
         model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0, callbacks=[l2o_tf.AdaptOnFit(np.ones((4, 2)), np.ones((4, 1)))])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"regularizer": "hessian_trace", "reg_weight": -1.0}, "regularizer weight must be >= 0"),
+        ({"imitation_weight": -0.5}, "imitation_weight must be >= 0"),
+        ({"regularizer": "hessian_trace", "reg_every": 0}, "reg_every must be >= 1"),
+        ({"maml_inner_steps": 1, "regularizer": "hessian_trace"}, "does not combine"),
+    ],
+)
+def test_negative_weights_and_bad_combinations(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _tiny_config(**overrides)

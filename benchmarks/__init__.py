@@ -1,0 +1,1 @@
+"""Speed and memory measurements that print JSON (never timed tests): python -m benchmarks.run_all."""

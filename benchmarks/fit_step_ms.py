@@ -1,0 +1,52 @@
+"""One model.fit train step (batch 128): Keras Adam vs LearnedOptimizer(RNNprop / DM-LSTM), per-variable and fused."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.timing import emit, median_seconds
+from l2o_tf import LearnedOptimizer, rules
+
+
+def mlp():
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(20, activation="sigmoid"), keras.layers.Dense(10)])
+
+
+def conv_1m():
+    """A conv net with ~1M parameters (Conv32, Conv64, MaxPool, Dense(96), Dense(10)) on 28x28x1."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+        keras.layers.Dense(96, activation="relu"), keras.layers.Dense(10),
+    ])
+
+
+OPTIMIZERS = {
+    "keras_adam": lambda: keras.optimizers.Adam(1e-3),
+    "rnnprop": lambda: LearnedOptimizer(rules.RNNprop()),
+    "rnnprop_fused": lambda: LearnedOptimizer(rules.RNNprop(), fused=True),
+    "dmlstm": lambda: LearnedOptimizer(rules.DMLSTM()),
+    "dmlstm_fused": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True),
+}
+
+
+def step_ms(build_model, make_optimizer, steps=10):
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    model.compile(optimizer=make_optimizer(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    shape = (128 * steps,) + tuple(model.input_shape[1:])
+    gen = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (gen.uniform(size=shape).astype("float32"), gen.integers(0, 10, shape[0]))
+    ).batch(128).cache()
+    seconds = median_seconds(lambda: model.fit(data, epochs=1, verbose=0), repeats=3, warmup=1)
+    return {"ms": 1000 * seconds / steps, "parameters": int(model.count_params())}
+
+
+def measure(names=tuple(OPTIMIZERS)):
+    return {model_name: {name: step_ms(build, OPTIMIZERS[name]) for name in names}
+            for model_name, build in (("mnist_mlp", mlp), ("conv_1m", conv_1m))}
+
+
+if __name__ == "__main__":
+    emit("fit_step_ms", measure())

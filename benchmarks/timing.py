@@ -1,0 +1,22 @@
+"""Shared timing helper: warm up, then the median of repeated runs."""
+
+import json
+import statistics
+import time
+
+
+def median_seconds(fn, repeats=5, warmup=1):
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def emit(name, result):
+    """Print one JSON object ``{name: result}`` (what run_all collects)."""
+    print(json.dumps({name: result}))
