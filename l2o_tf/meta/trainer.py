@@ -178,7 +178,7 @@ class MetaTrainer:
     # -- compiled pieces --------------------------------------------------------
     def _step_function(self, member, penalized):
         """The compiled meta step for family member ``member``: traced once per (member, penalized)."""
-        key = (member, penalized, self.maml is not None)
+        key = (member, penalized)
         if key not in self._compiled:
             task = self.tasks[member]
             if self.maml is not None:
