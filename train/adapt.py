@@ -53,9 +53,8 @@ def summarize(values):
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
-    for name in ("adapt_steps",):
-        if getattr(FLAGS, name) < 0:
-            raise ValueError(f"--{name} must be >= 0.")
+    if FLAGS.adapt_steps < 0:
+        raise ValueError(f"--adapt_steps must be >= 0, got {FLAGS.adapt_steps}.")
     if FLAGS.eval_steps < 1 or FLAGS.seeds < 1:
         raise ValueError("--eval_steps and --seeds must be >= 1.")
     check_writable(FLAGS.output)

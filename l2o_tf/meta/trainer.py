@@ -104,10 +104,6 @@ class MetaTrainConfig:
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
-
 
 def optimizee_seed(run_seed, trajectory_index):
     """The seed of the ``trajectory_index``-th training optimizee of run ``run_seed``."""
@@ -122,7 +118,8 @@ class MetaTrainer:
         self.out_dir = out_dir
         if config.task_family:
             # A family over the shift knob sigma; trajectory i trains on member i mod len(family).
-            self.tasks = [tasks.get(config.task, sigma=s, **config.task_kwargs) for s in config.task_family]
+            family = tasks.family(config.task, config.task_family, **config.task_kwargs)
+            self.tasks = [build() for build in family.builders]
         else:
             self.tasks = [task or tasks.get(config.task, **config.task_kwargs)]
         self.task = self.tasks[0]
