@@ -64,20 +64,32 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         if self.skip_nonfinite:
             self.skipped_updates = self.add_variable(shape=(), dtype="int64", name="skipped_updates")
-        self._rule_states = []
-        for variable in var_list:
-            self._rule_states.append(
-                self.add_variable(
-                    shape=(_num_elements(variable), self.rule.state_size),
-                    initializer=lambda shape, dtype=None: self.rule.initial_state(shape[0]),
-                    dtype="float32",
-                    name=f"{_variable_path(variable).replace('/', '_')}_rule_state",
-                )
+        sizes = [_num_elements(v) for v in var_list]
+        initializer = lambda shape, dtype=None: self.rule.initial_state(shape[0])  # noqa: E731
+        # Fused: one [total, S] slot for all coordinates, so a step reads and writes the state
+        # once instead of concatenating and splitting it.  Decided here, outside strategies only.
+        self._fused_layout = self.fused and not tf.distribute.has_strategy()
+        if self._fused_layout:
+            self._offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+            self._fused_state = self.add_variable(
+                shape=(self._offsets[-1], self.rule.state_size), initializer=initializer,
+                dtype="float32", name="fused_rule_state",
             )
+            return
+        self._rule_states = [
+            self.add_variable(
+                shape=(size, self.rule.state_size), initializer=initializer, dtype="float32",
+                name=f"{_variable_path(variable).replace('/', '_')}_rule_state",
+            )
+            for variable, size in zip(var_list, sizes)
+        ]
 
     def rule_state(self, variable):
-        """The slot variable holding ``variable``'s rule state, ``[size, S]``."""
-        return self._rule_states[self._get_variable_index(variable)]
+        """``variable``'s rule state ``[size, S]``: its slot variable, or its rows of the fused slot."""
+        index = self._get_variable_index(variable)
+        if self._fused_layout:
+            return self._fused_state.value[self._offsets[index] : self._offsets[index + 1]]
+        return self._rule_states[index]
 
     def _rule_step(self, flat_grads, flat_params, state, learning_rate):
         """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
@@ -99,24 +111,28 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         self.assign(state, new_state)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not self.fused or tf.distribute.has_strategy():
+        if not self._fused_layout:
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        sizes = [_num_elements(v) for v in trainable_variables]
-        states = [self.rule_state(v) for v in trainable_variables]
+        indices = [self._get_variable_index(v) for v in trainable_variables]
+        every_variable = indices == list(range(len(self._offsets) - 1))
+        rows = [(self._offsets[i], self._offsets[i + 1]) for i in indices]
+        if every_variable:
+            state = self._fused_state.value
+        else:  # some gradients were None (filtered out): gather just the rows of the others
+            state = tf.concat([self._fused_state.value[a:b] for a, b in rows], axis=0)
         updates, new_state = self._rule_step(
             tf.concat([_flat(g) for g in grads], axis=0),
             tf.concat([_flat(v) for v in trainable_variables], axis=0),
-            tf.concat([s.value for s in states], axis=0),
+            state,
             learning_rate,
         )
-        for variable, update, state, state_part in zip(
-            trainable_variables,
-            tf.split(updates, sizes),
-            states,
-            tf.split(new_state, sizes),
-        ):
+        if every_variable:
+            self.assign(self._fused_state, new_state)
+        else:
+            for (a, b), part in zip(rows, tf.split(new_state, [b - a for a, b in rows])):
+                self._fused_state.value[a:b].assign(part)
+        for variable, update in zip(trainable_variables, tf.split(updates, [b - a for a, b in rows])):
             self.assign_add(variable, tf.reshape(update, variable.shape))
-            self.assign(state, state_part)
 
     def get_config(self):
         config = super().get_config()

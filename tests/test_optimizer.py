@@ -129,7 +129,8 @@ def test_get_config_from_config_round_trip():
     assert isinstance(again, l2o_tf.LearnedOptimizer) and again.get_config() == config
 
 
-def test_keras_file_round_trip_continues_exactly(tmp_path):
+@pytest.mark.parametrize("fused", [False, True])
+def test_keras_file_round_trip_continues_exactly(tmp_path, fused):
     """Train, save .keras, load, train on: identical to never saving, with trained rule weights kept."""
 
     def make_optimizer():
@@ -137,7 +138,7 @@ def test_keras_file_round_trip_continues_exactly(tmp_path):
         gen = np.random.default_rng(11)
         for w in rule.trainable_weights:  # stand-in for meta-trained weights: not the seed's init
             w.assign(w.numpy() + 0.1 * gen.normal(size=w.shape).astype("float32"))
-        return l2o_tf.LearnedOptimizer(rule)
+        return l2o_tf.LearnedOptimizer(rule, fused=fused)
 
     x, y = _data(160)
     uninterrupted = _mlp(3)
@@ -223,3 +224,18 @@ def test_skip_nonfinite_leaves_variables_and_state_alone(fused):
 def test_rejects_non_rule():
     with pytest.raises(TypeError, match="needs an l2o_tf.rules.UpdateRule"):
         l2o_tf.LearnedOptimizer(keras.optimizers.Adam())
+
+
+def test_fused_with_a_variable_without_gradient():
+    """Filtered (None) gradients: the fused path updates only the others, exactly as per-variable does."""
+    results = []
+    for fused in (False, True):
+        variables = [tf.Variable([1.0, 2.0]), tf.Variable([3.0]), tf.Variable([[4.0, 5.0]])]
+        optimizer = l2o_tf.LearnedOptimizer(rules.DMLSTM(seed=1), fused=fused)
+        optimizer.build(variables)
+        for step in range(3):
+            grads = [tf.constant([0.1, -0.2]), None if step == 1 else tf.constant([0.3]), tf.constant([[0.5, 0.6]])]
+            optimizer.apply_gradients(zip(grads, variables))
+        results.append([v.numpy() for v in variables] + [optimizer.rule_state(v).numpy() for v in variables])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-6)

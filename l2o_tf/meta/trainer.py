@@ -162,8 +162,9 @@ class MetaTrainer:
             best_validation=self.best_validation,
             params=self.params,
             state=self.state,
-            teacher_state=self.teacher_state,
         )
+        if self.teacher is not None:  # only runs with imitation carry a teacher state
+            self.checkpoint.teacher_state = self.teacher_state
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self.penalty = config.penalty()
         self.maml = None
