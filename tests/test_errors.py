@@ -31,6 +31,9 @@ def _meta_train(*flags):
         (["--meta_steps=0"], "meta_steps must be >= 1"),
         (["--task=quadratic", "--task_kwargs=sigma=-1"], "sigma must be > 0"),
         (["--rule_kwargs=hidden_size"], "'hidden_size' is not key=value"),
+        (["--optimizees=0"], "optimizees must be >= 1"),
+        (["--strategy=multi_worker"], "strategy 'multi_worker' needs the cluster in the TF_CONFIG"),
+        (["--devices=/cpu:0"], "only applies to the mirrored strategy"),
     ],
 )
 def test_meta_train_bad_flags_exit_with_one_line_and_write_nothing(flags, message, tmp_path):

@@ -198,6 +198,35 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((interrupted / "config.json").read_text())["meta_steps"] == 40
 
 
+def test_kills_while_checkpointing_every_step_never_leave_an_unloadable_checkpoint(tmp_path):
+    """kill -9 at several moments of a run that checkpoints every step: every restart resumes, the end is exact."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    command = lambda out: [a.replace("--checkpoint_every=5", "--checkpoint_every=1") for a in _meta_train_command(out)]  # noqa: E731
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(command(reference), cwd=ROOT, env=env, check=True, capture_output=True)
+    state_file = interrupted / "checkpoints" / "checkpoint"
+    rng = np.random.default_rng(0)
+    for kill in range(3):
+        process = subprocess.Popen(command(interrupted), cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        before = state_file.stat().st_mtime_ns if state_file.exists() else 0
+        deadline = time.time() + 120
+        while not state_file.exists() or state_file.stat().st_mtime_ns == before:  # it is writing checkpoints
+            assert process.poll() is None and time.time() < deadline, "no new checkpoint appeared"
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        latest = tf.train.latest_checkpoint(str(interrupted / "checkpoints"))
+        step = tf.train.load_variable(latest, "meta_step/.ATTRIBUTES/VARIABLE_VALUE")  # loads: it is whole
+        assert 1 <= step < 40
+    resumed = subprocess.run(command(interrupted), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = l2o_tf.pretrained.load_rule(str(reference)).weights
+    b = l2o_tf.pretrained.load_rule(str(interrupted)).weights
+    assert max(float(np.abs(x.numpy() - y.numpy()).max()) for x, y in zip(a, b)) <= 1e-6
+
+
 def test_keras_fit_follows_the_evaluation_trajectory():
     """One rule, two paths: model.fit with LearnedOptimizer and the evaluation unroll reach the same weights."""
     task = tasks.mnist_mlp(hidden_sizes=(6,), batch_size=16)

@@ -4,6 +4,11 @@ r"""Meta-train a learned optimizer.
         --meta_steps=2000 --meta_lr=1e-3 --seed=0 --out_dir=runs/rnnprop --checkpoint_every=100
 
 Re-running the same command with the same --out_dir resumes from its latest checkpoint.
+
+Distributed: --strategy=mirrored (local GPUs), multi_worker (cluster in TF_CONFIG; every
+worker runs the same command, the chief writes to --out_dir and worker i to
+--out_dir/worker-i), or tpu (--tpu=ADDRESS).  --optimizees is the global batch of
+optimizees per meta step, shared by the replicas.
 The trained optimizer is usable as ``l2o_tf.pretrained.load(out_dir)`` or
 ``--optimizer=OUT_DIR`` in ``train.evaluate``.
 """
@@ -13,6 +18,7 @@ import os
 import tensorflow as tf
 from absl import app, flags
 
+from l2o_tf.meta import strategies
 from l2o_tf.meta.trainer import MetaTrainConfig, MetaTrainer
 from train.flags_util import parse_kwargs, run_cleanly
 
@@ -50,6 +56,10 @@ flags.DEFINE_list("task_family", [], "Train over a family: the task with sigma i
 flags.DEFINE_integer("maml_inner_steps", 0, "M-L2O: inner SGD steps on the rule weights per meta step (0: vanilla).")
 flags.DEFINE_float("maml_inner_lr", 1e-3, "M-L2O: inner SGD learning rate.")
 flags.DEFINE_boolean("maml_second_order", False, "M-L2O: differentiate through the inner step.")
+flags.DEFINE_integer("optimizees", 1, "Optimizees unrolled per meta step (the global batch, split over replicas).")
+flags.DEFINE_enum("strategy", "default", list(strategies.NAMES), "tf.distribute strategy for the meta step.")
+flags.DEFINE_list("devices", [], "mirrored: the devices to mirror over, e.g. /gpu:0,/gpu:1 (default: all GPUs).")
+flags.DEFINE_string("tpu", "", "tpu: the TPU address ('local' on a TPU VM).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
 
@@ -57,6 +67,7 @@ flags.mark_flag_as_required("out_dir")
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
+    strategy = strategies.make(FLAGS.strategy, FLAGS.devices, FLAGS.tpu)  # before any other TF op
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     config = MetaTrainConfig(
@@ -90,10 +101,12 @@ def main(argv):
         maml_inner_steps=FLAGS.maml_inner_steps,
         maml_inner_lr=FLAGS.maml_inner_lr,
         maml_second_order=FLAGS.maml_second_order,
+        optimizees=FLAGS.optimizees,
     )
-    trainer = MetaTrainer(config, os.path.abspath(FLAGS.out_dir))
-    trainer.train()
-    print(f"optimizer written to {os.path.join(FLAGS.out_dir, 'optimizer')}")
+    out_dir = strategies.worker_out_dir(os.path.abspath(FLAGS.out_dir))
+    trainer = MetaTrainer(config, out_dir, strategy=strategy)
+    trainer.train(verbose=1 if strategies.worker_index() == 0 else 0)
+    print(f"optimizer written to {os.path.join(out_dir, 'optimizer')}")
 
 
 if __name__ == "__main__":

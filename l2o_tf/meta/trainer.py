@@ -62,6 +62,7 @@ class MetaTrainConfig:
     maml_inner_steps: int = 0
     maml_inner_lr: float = 1e-3
     maml_second_order: bool = False
+    optimizees: int = 1
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -73,6 +74,7 @@ class MetaTrainConfig:
              f"every trajectory length {list(self.curriculum)} must be >= the unroll ({self.unroll})"),
             (all(t % self.unroll == 0 for t in self.curriculum),
              f"every trajectory length {list(self.curriculum)} must be a multiple of the unroll ({self.unroll})"),
+            (self.optimizees >= 1, f"optimizees must be >= 1, got {self.optimizees}"),
             (self.meta_steps >= 1, f"meta_steps must be >= 1, got {self.meta_steps}"),
             (self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
@@ -111,11 +113,21 @@ def optimizee_seed(run_seed, trajectory_index):
 
 
 class MetaTrainer:
-    """Meta-trains ``config.rule`` on ``config.task``; ``out_dir`` holds checkpoints, config and logs."""
+    """Meta-trains ``config.rule`` on ``config.task``; ``out_dir`` holds checkpoints, config and logs.
 
-    def __init__(self, config, out_dir, task=None):
+    ``strategy``: a ``tf.distribute.Strategy`` (default: the current one); its
+    replicas share the ``config.optimizees`` optimizees of each meta step.
+    """
+
+    def __init__(self, config, out_dir, task=None, strategy=None):
         self.config = config
         self.out_dir = out_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        replicas = self.strategy.num_replicas_in_sync
+        if config.optimizees % replicas:
+            raise ValueError(
+                f"optimizees ({config.optimizees}) must be a multiple of the strategy's {replicas} replicas."
+            )
         if config.task_family:
             # A family over the shift knob sigma; trajectory i trains on member i mod len(family).
             family = tasks.family(config.task, config.task_family, **config.task_kwargs)
@@ -123,12 +135,13 @@ class MetaTrainer:
         else:
             self.tasks = [task or tasks.get(config.task, **config.task_kwargs)]
         self.task = self.tasks[0]
-        self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
-        if not self.rule.trainable_weights:
-            raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
+        with self.strategy.scope():  # rule weights and meta-optimizer slots are mirrored
+            self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
+            if not self.rule.trainable_weights:
+                raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
+            self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
+            self.meta_optimizer.build(self.rule.trainable_variables)
         self.unroll_config = unroll_lib.UnrollConfig(config.unroll, config.second_order, config.loss_weights)
-        self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
-        self.meta_optimizer.build(self.rule.trainable_variables)
 
         counter = lambda value=0: tf.Variable(value, dtype=tf.int64, trainable=False)  # noqa: E731
         self.meta_step = counter()
@@ -139,14 +152,17 @@ class MetaTrainer:
         self.consecutive_skips = counter()
         self.bad_validations = counter()
         self.best_validation = tf.Variable(math.inf, dtype=tf.float32, trainable=False)
+        batch = config.optimizees
         initial = self.task.init_params(0)
-        self.params = [tf.Variable(p, trainable=False) for p in initial]
+        # The optimizees of a meta step, stacked on a leading axis of size ``optimizees``.
+        self.params = [tf.Variable(tf.stack([p] * batch), trainable=False) for p in initial]
         self.num_coordinates = sum(p.shape.num_elements() for p in initial)
-        self.state = tf.Variable(self.rule.initial_state(self.num_coordinates), trainable=False)
+        self.state = tf.Variable(self._stacked(self.rule.initial_state(self.num_coordinates)), trainable=False)
         # Optional Adam teacher whose updates the rule imitates (its state follows the optimizee).
         self.teacher = rules.Adam(learning_rate=config.imitation_lr) if config.imitation_weight > 0 else None
         self.teacher_state = tf.Variable(
-            self.teacher.initial_state(self.num_coordinates) if self.teacher else tf.zeros([0]), trainable=False
+            self._stacked(self.teacher.initial_state(self.num_coordinates) if self.teacher else tf.zeros([0])),
+            trainable=False,
         )
 
         self.checkpoint = tf.train.Checkpoint(
@@ -173,46 +189,105 @@ class MetaTrainer:
         self._compiled = {}
         self._run = tf.function(self._run_fn)
 
+    def _stacked(self, value):
+        return tf.stack([value] * self.config.optimizees)
+
     # -- compiled pieces --------------------------------------------------------
+    def _one_optimizee(self, task, penalty, params, state, teacher_state, seed, start_step):
+        """Meta-loss, meta-gradient and unroll result for one optimizee's truncation."""
+        variables = self.rule.trainable_variables
+        if self.maml is not None:  # M-L2O: adapt on this truncation, judge the adapted rule on it
+            start = (params, state)
+            loss, grads, result = adaptation.maml_meta_gradient(
+                self.rule, task, (start, seed), (start, seed), self.unroll_config, self.maml, start_step,
+                return_unroll=True,
+            )
+        else:
+            teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation_weight)
+            with tf.GradientTape() as tape:
+                result = unroll_lib.unroll(task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty)
+            loss, grads = result.meta_loss, tape.gradient(result.meta_loss, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        if result.teacher_state is None:
+            result = result._replace(teacher_state=teacher_state)
+        return loss, grads, result
+
+    def _replica_meta_gradient(self, task, penalty, params, state, teacher_state, seeds, start_step):
+        """This replica's share of the batch: sums of meta-losses and meta-gradients over ``optimizees``."""
+        batch = self.config.optimizees
+        local = batch // self.strategy.num_replicas_in_sync
+        first = tf.distribute.get_replica_context().replica_id_in_sync_group * local
+        loss_sum, grad_sum, results = 0.0, None, []
+        for b in range(local):
+            i = first + b
+            loss, grads, result = self._one_optimizee(
+                task, penalty, [p[i] for p in params], state[i], teacher_state[i], seeds[i], start_step
+            )
+            loss_sum += loss / batch
+            grads = [g / batch for g in grads]
+            grad_sum = grads if grad_sum is None else [a + g for a, g in zip(grad_sum, grads)]
+            results.append(result)
+        stack = lambda field: tf.stack([getattr(r, field) for r in results])  # noqa: E731
+        stacked = unroll_lib.UnrollResult(
+            loss_sum, [tf.stack([r.params[j] for r in results]) for j in range(len(params))],
+            stack("state"), stack("losses"), stack("penalty"),
+            stack("teacher_state") if self.teacher is not None else None,
+        )
+        return grad_sum, stacked
+
+    def _meta_gradient_fn(self, task, penalty, params, state, teacher_state, seeds, start_step):
+        """All-reduced mean meta-gradient over the batch, and the batch's unroll results gathered."""
+        grads, per_replica = self.strategy.run(
+            lambda *args: self._replica_meta_gradient(task, penalty, *args),
+            args=(params, state, teacher_state, seeds, start_step),
+        )
+        total = lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
+        gather = lambda value: self.strategy.gather(value, axis=0)  # noqa: E731
+        result = unroll_lib.UnrollResult(
+            total(per_replica.meta_loss), [gather(p) for p in per_replica.params], gather(per_replica.state),
+            gather(per_replica.losses), gather(per_replica.penalty),
+            # Without a teacher its state is empty, and all-gathering an empty tensor crashes TF: pass it on.
+            gather(per_replica.teacher_state) if self.teacher is not None else teacher_state,
+        )
+        return [total(g) for g in grads], result
+
     def _step_function(self, member, penalized):
         """The compiled meta step for family member ``member``: traced once per (member, penalized)."""
         key = (member, penalized)
         if key not in self._compiled:
-            task = self.tasks[member]
-            if self.maml is not None:
-                fn = lambda *args: self._maml_step_fn(task, *args)  # noqa: E731
-            else:
-                penalty = self.penalty if penalized else None
-                fn = lambda *args: self._train_step_fn(task, penalty, *args)  # noqa: E731
-            self._compiled[key] = tf.function(fn)
+            task, penalty = self.tasks[member], (self.penalty if penalized else None)
+
+            def step(*args):
+                grads, result = self._meta_gradient_fn(task, penalty, *args)
+                return result, self._apply_if_finite(result.meta_loss, grads)
+
+            self._compiled[key] = tf.function(step)
         return self._compiled[key]
 
     def _apply_if_finite(self, loss, grads):
         variables = self.rule.trainable_variables
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(loss)])
         tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
         return finite
 
-    def _train_step_fn(self, task, penalty, params, state, teacher_state, seed, start_step):
-        teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation_weight)
-        with tf.GradientTape() as tape:
-            result = unroll_lib.unroll(task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty)
-        finite = self._apply_if_finite(result.meta_loss, tape.gradient(result.meta_loss, self.rule.trainable_variables))
-        new_teacher_state = teacher_state if result.teacher_state is None else result.teacher_state
-        return result._replace(teacher_state=new_teacher_state), finite
-
-    def _maml_step_fn(self, task, params, state, seed, start_step):
-        """MAML on the current truncation: adapt on it, judge the adapted rule on it, carry on with that."""
-        start = (params, state)
-        loss, grads, outer = adaptation.maml_meta_gradient(
-            self.rule, task, (start, seed), (start, seed), self.unroll_config, self.maml, start_step, return_unroll=True
-        )
-        return outer, self._apply_if_finite(loss, grads)
-
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
         return tf.no_op()
+
+    def _step_args(self):
+        return (list(self.params), self.state.value(), self.teacher_state.value(),
+                tf.constant(self._seeds(), tf.int64), self.optimizee_step.value())
+
+    def meta_gradient(self):
+        """``(meta_loss, grads)`` of the next meta step, averaged over the batch; applies nothing.
+
+        For checks: it is the all-reduced meta-gradient the next ``train``
+        step would apply (before clipping).
+        """
+        penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
+        task, penalty = self.tasks[self.member], (self.penalty if penalized else None)
+        grads, result = tf.function(lambda *args: self._meta_gradient_fn(task, penalty, *args))(*self._step_args())
+        return result.meta_loss, grads
 
     def _run_fn(self, params, state, seed, num_steps):
         return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
@@ -227,13 +302,18 @@ class MetaTrainer:
     def trajectory_length(self):
         return self.config.curriculum[min(int(self.stage), len(self.config.curriculum) - 1)]
 
+    def _seeds(self):
+        """Seeds of the current trajectory's optimizees (with one optimizee: the trajectory index's)."""
+        batch = self.config.optimizees
+        return [optimizee_seed(self.config.seed, int(self.trajectory_index) * batch + b) for b in range(batch)]
+
     def _new_optimizee(self):
-        seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
-        for variable, value in zip(self.params, self.tasks[self.member].init_params(seed)):
-            variable.assign(value)
-        self.state.assign(self.rule.initial_state(self.num_coordinates))
+        inits = [self.tasks[self.member].init_params(seed) for seed in self._seeds()]
+        for j, variable in enumerate(self.params):
+            variable.assign(tf.stack([init[j] for init in inits]))
+        self.state.assign(self._stacked(self.rule.initial_state(self.num_coordinates)))
         if self.teacher is not None:
-            self.teacher_state.assign(self.teacher.initial_state(self.num_coordinates))
+            self.teacher_state.assign(self._stacked(self.teacher.initial_state(self.num_coordinates)))
         self.optimizee_step.assign(0)
 
     def _prepare_out_dir(self):
@@ -315,19 +395,9 @@ class MetaTrainer:
         while int(self.meta_step) < self.config.meta_steps:
             penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
             train_step = self._step_function(self.member, penalized)
-            seed = optimizee_seed(self.config.seed, int(self.trajectory_index))
-            if self.maml is not None:
-                result, finite = train_step(
-                    list(self.params), self.state.value(), tf.constant(seed, tf.int64), self.optimizee_step.value()
-                )
-                result = result._replace(teacher_state=self.teacher_state.value())
-                meta_loss, losses = result.meta_loss, result.losses
-            else:
-                result, finite = train_step(
-                    list(self.params), self.state.value(), self.teacher_state.value(),
-                    tf.constant(seed, tf.int64), self.optimizee_step.value(),
-                )
-                meta_loss, losses = result.meta_loss, result.losses
+            result, finite = train_step(*self._step_args())
+            meta_loss = result.meta_loss
+            losses = tf.reduce_mean(result.losses, axis=0)  # mean over the batch of optimizees
             self.meta_step.assign_add(1)
             if bool(finite):
                 self.consecutive_skips.assign(0)
@@ -354,14 +424,14 @@ class MetaTrainer:
             values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1])),
                       ("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
             if penalized:
-                values.append(("penalty", float(result.penalty)))
+                values.append(("penalty", float(tf.reduce_mean(result.penalty))))
             with writer.as_default(step=step):
                 tf.summary.scalar("meta_loss", meta_loss)
                 tf.summary.scalar("optimizee/loss", losses[-1])
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))
                 if penalized:
-                    tf.summary.scalar(f"penalty/{self.config.regularizer}", result.penalty)
+                    tf.summary.scalar(f"penalty/{self.config.regularizer}", tf.reduce_mean(result.penalty))
             if step % self.config.validate_every == 0:
                 value = self.validate()
                 self._after_validation(value)
