@@ -20,13 +20,15 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
     bound_gflops = bound_gflops or matmul_gflops.measure()["gflops"]
     out = {"num_coordinates": num_coordinates, "matmul_gflops": bound_gflops}
     for name, rule in (("rnnprop", rules.RNNprop()), ("dmlstm", rules.DMLSTM())):
-        grads = tf.random.stateless_normal([num_coordinates], [1, 2])
-        state = rule.initial_state(num_coordinates)
-        step = tf.function(lambda g, s: rule(g, g, s, tf.constant(3, tf.int64)))
-        seconds = median_seconds(lambda: [t.numpy() for t in step(grads, state)], repeats=5, warmup=2)
-        gflops = flops_per_coordinate(rule) * num_coordinates / seconds / 1e9
-        out[name] = {"seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
-                     "gflops": gflops, "fraction_of_matmul": gflops / bound_gflops}
+        for jit in (False, True):  # XLA fuses the LSTM's elementwise gate work
+            grads = tf.random.stateless_normal([num_coordinates], [1, 2])
+            state = rule.initial_state(num_coordinates)
+            step = tf.function(lambda g, s, rule=rule: rule(g, g, s, tf.constant(3, tf.int64)), jit_compile=jit)
+            seconds = median_seconds(lambda: [t.numpy() for t in step(grads, state)], repeats=5, warmup=2)
+            gflops = flops_per_coordinate(rule) * num_coordinates / seconds / 1e9
+            out[name + ("_xla" if jit else "")] = {
+                "seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
+                "gflops": gflops, "fraction_of_matmul": gflops / bound_gflops}
     return out
 
 

@@ -12,7 +12,23 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Where to write the merged JSON.")
 flags.DEFINE_list("only", [], "Run only these benchmarks.")
 
-BENCHMARKS = ["matmul_gflops", "rule_flop_fraction", "fit_step_ms"]
+BENCHMARKS = ["matmul_gflops", "rule_flop_fraction", "fit_step_ms", "meta_train_steps_per_s", "pytorch_l2l",
+              "regularizer_overhead"]
+
+
+def ratios(merged):
+    """The issue's targets as ratios of figures measured in this one run (absent figures are left out)."""
+    out = {}
+    meta, torch = merged.get("meta_train_steps_per_s", {}), merged.get("pytorch_l2l", {})
+    if "dmlstm_optimizee_steps_per_s" in meta and "optimizee_steps_per_s" in torch:
+        best = max(meta["dmlstm_optimizee_steps_per_s"], meta.get("dmlstm_xla_optimizee_steps_per_s", 0))
+        out["dmlstm_meta_training_vs_pytorch_eager"] = best / torch["optimizee_steps_per_s"]
+    if "regularizer_overhead" in merged:
+        out["hessian_trace_1_probe_over_vanilla"] = merged["regularizer_overhead"]["hessian_trace_1_probe_ratio"]
+    flops = merged.get("rule_flop_fraction", {})
+    if flops:
+        out["best_rule_flop_fraction"] = max(v["fraction_of_matmul"] for k, v in flops.items() if isinstance(v, dict))
+    return out
 
 
 def main(argv):
@@ -25,6 +41,8 @@ def main(argv):
             raise SystemExit(f"benchmark {name} failed:\n{result.stderr[-2000:]}")
         merged.update(json.loads(result.stdout.strip().splitlines()[-1]))
         print(json.dumps({name: merged[name]}))
+    merged["ratios"] = ratios(merged)
+    print(json.dumps({"ratios": merged["ratios"]}))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(merged, f, indent=1)

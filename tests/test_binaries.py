@@ -108,3 +108,31 @@ def test_adapt_binary_compares_the_four_methods(tmp_path):
     adam = data["methods"]["adam"]
     assert adam["spec"] == "adam:lr=" + min(adam["all_learning_rates"], key=adam["all_learning_rates"].get)
     assert (tmp_path / "adapt.png").exists()
+
+
+def _fake_evaluation(task, optimizers):
+    """A train.evaluate result with given (train loss, test accuracy) per optimizer at its last step."""
+    stat = lambda v: {"mean": v, "std": 0.01}  # noqa: E731
+    return {"command": f"python -m train.evaluate --task={task}", "task": task, "steps": 10, "optimizers": {
+        spec: {"seeds": [0, 1], "at_step": {"10": {"train_loss": stat(loss), "test_accuracy": stat(acc),
+                                                   "generalization_gap": stat(0.1), "hessian_top_eigenvalue": stat(2.0),
+                                                   "hessian_trace": stat(9.0)}}}
+        for spec, (loss, acc) in optimizers.items()}}
+
+
+def test_generalization_summary_tunes_the_baseline_on_training_loss(tmp_path):
+    for task in ("mnist_mlp", "mnist_conv"):
+        runs = {"runs/v": (0.4, 0.90), "adam:lr=0.1": (0.5, 0.95), "adam:lr=0.01": (0.3, 0.85)}
+        (tmp_path / f"{task}.json").write_text(json.dumps(_fake_evaluation(task, runs)))
+    output = tmp_path / "summary.json"
+    result = _run("train.generalization_summary", f"--inputs={tmp_path}/m*.json", "--labels=runs/v=vanilla",
+                  f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(output.read_text())["table"]
+    assert set(table) == {"mnist_mlp", "mnist_conv"}
+    assert table["mnist_mlp"]["adam (best lr)"]["spec"] == "adam:lr=0.01"  # lowest train loss, not best accuracy
+    assert table["mnist_conv"]["vanilla"]["test_accuracy"]["mean"] == 0.90
+    assert "| mnist_mlp | 90.00±1.00% / gap 0.100" in result.stdout
+    assert (tmp_path / "summary.png").stat().st_size > 1000
+    missing = _run("train.generalization_summary", "--inputs=/nope.json", f"--output={output}")
+    assert missing.returncode == 2 and "no such file '/nope.json'" in missing.stderr

@@ -63,6 +63,10 @@ class MetaTrainConfig:
     maml_inner_lr: float = 1e-3
     maml_second_order: bool = False
     optimizees: int = 1
+    # XLA-compile each optimizee's unroll and meta-gradient.  XLA's stateless random ops draw
+    # other numbers than TF's kernels for the same seed, so this is a different (equally
+    # deterministic) run: it belongs to the config.
+    jit_compile: bool = False
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -117,6 +121,7 @@ class MetaTrainer:
 
     ``strategy``: a ``tf.distribute.Strategy`` (default: the current one); its
     replicas share the ``config.optimizees`` optimizees of each meta step.
+    The strategy does not change what is learned, so it is not part of the config.
     """
 
     def __init__(self, config, out_dir, task=None, strategy=None):
@@ -188,6 +193,7 @@ class MetaTrainer:
             self.maml = adaptation.MAMLConfig(config.maml_inner_steps, config.maml_inner_lr, config.maml_second_order)
         self._compiled = {}
         self._run = tf.function(self._run_fn)
+        self._one = tf.function(self._one_optimizee, jit_compile=True) if config.jit_compile else self._one_optimizee
 
     def _stacked(self, value):
         return tf.stack([value] * self.config.optimizees)
@@ -220,7 +226,7 @@ class MetaTrainer:
         loss_sum, grad_sum, results = 0.0, None, []
         for b in range(local):
             i = first + b
-            loss, grads, result = self._one_optimizee(
+            loss, grads, result = self._one(
                 task, penalty, [p[i] for p in params], state[i], teacher_state[i], seeds[i], start_step
             )
             loss_sum += loss / batch

@@ -1,0 +1,23 @@
+"""Optimizee steps per second of mnist_mlp meta-training (unroll 20, batch 128), with and without XLA,
+and the peak memory of one meta step for unroll lengths 20, 50, 100."""
+
+import sys
+
+from benchmarks.meta_step import time_meta_steps
+from benchmarks.timing import emit
+
+
+def measure(rules=("rnnprop", "dmlstm"), unrolls=(20, 50, 100)):
+    result = {"task": "mnist_mlp", "batch_size": 128}
+    for rule in rules:
+        for jit in (False, True):
+            seconds, _ = time_meta_steps(rule=rule, unroll=20, jit_compile=jit)
+            result[f"{rule}{'_xla' if jit else ''}_optimizee_steps_per_s"] = 20 / seconds
+        for unroll in unrolls:
+            _, peak = time_meta_steps(rule=rule, unroll=unroll, steps=2, warmup=1, curriculum=(unroll * 2,))
+            result[f"{rule}_unroll{unroll}_peak_mb"] = peak / 2**20
+    return result
+
+
+if __name__ == "__main__":
+    emit("meta_train_steps_per_s", measure(*([sys.argv[1].split(",")] if len(sys.argv) > 1 else [])))

@@ -1,0 +1,103 @@
+"""The comparison point of meta_train_steps_per_s: a straightforward eager-mode PyTorch L2L loop.
+
+The same problem as ``MetaTrainer`` with ``--rule=dmlstm`` on ``mnist_mlp``:
+a coordinatewise 2-layer LSTM(20) with L2L's log/sign preprocessing over all
+15,910 coordinates of the 784-20-10 sigmoid MLP, batch 128, unroll 20,
+first-order (optimizee gradients detached), meta-loss the mean of the losses
+after each update, Adam 1e-3 with global-norm clip 1.  It is written the way
+the public PyTorch L2L code is (one Python iteration per optimizee step,
+``torch.autograd.grad`` for the optimizee gradient, ``backward`` for the
+meta-gradient).  Needs ``pip install torch==2.13.0``; prints
+``{"pytorch_l2l": {"skipped": ...}}`` without it.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from benchmarks.timing import emit
+
+
+def measure(meta_steps=10, warmup=2, unroll=20, batch_size=128, hidden=20, threads=None):
+    try:
+        import torch  # noqa: PLC0415  (optional: only this benchmark needs it)
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install torch==2.13.0)"}
+    from l2o_tf import data  # noqa: PLC0415
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    mnist = data.load("mnist")
+    x_all = torch.tensor(mnist.x_train.reshape(len(mnist.x_train), -1), dtype=torch.float32) / 255.0
+    y_all = torch.tensor(mnist.y_train, dtype=torch.long)
+    shapes = [(784, 20), (20,), (20, 10), (10,)]
+    sizes = [math.prod(s) for s in shapes]
+
+    def init_params():
+        w1 = torch.randn(784, 20) * math.sqrt(2.0 / (784 + 20))
+        w2 = torch.randn(20, 10) * math.sqrt(2.0 / (20 + 10))
+        return torch.cat([w1.reshape(-1), torch.zeros(20), w2.reshape(-1), torch.zeros(10)])
+
+    def loss_fn(flat, x, y):
+        w1, b1, w2, b2 = (p.reshape(s) for p, s in zip(torch.split(flat, sizes), shapes))
+        logits = torch.sigmoid(x @ w1 + b1) @ w2 + b2
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    def preprocess(g, k=5.0):
+        large = g.abs() >= math.exp(-k)
+        log_part = torch.where(large, g.abs().clamp_min(1e-30).log() / k, -torch.ones_like(g))
+        sign_part = torch.where(large, g.sign(), math.exp(k) * g)
+        return torch.stack([log_part, sign_part], dim=1)
+
+    cells = torch.nn.ModuleList([torch.nn.LSTMCell(2, hidden), torch.nn.LSTMCell(hidden, hidden)])
+    head = torch.nn.Linear(hidden, 1)
+    meta_params = list(cells.parameters()) + list(head.parameters())
+    meta_opt = torch.optim.Adam(meta_params, lr=1e-3)
+    n = sum(sizes)
+
+    def batch():
+        index = torch.randint(0, len(x_all), (batch_size,))
+        return x_all[index], y_all[index]
+
+    flat = init_params()
+    states = [(torch.zeros(n, hidden), torch.zeros(n, hidden)) for _ in cells]
+
+    def meta_step(flat, states):
+        losses = []
+        for t in range(unroll):
+            flat = flat if flat.requires_grad else flat.requires_grad_()
+            loss = loss_fn(flat, *batch())
+            if t > 0:
+                losses.append(loss)
+            (grad,) = torch.autograd.grad(loss, flat, retain_graph=True)
+            inputs = preprocess(grad.detach())
+            new_states = []
+            for cell, (h, c) in zip(cells, states):
+                h, c = cell(inputs, (h, c))
+                new_states.append((h, c))
+                inputs = h
+            states = new_states
+            flat = flat + 0.01 * head(inputs).squeeze(1)
+        losses.append(loss_fn(flat, *batch()))
+        meta_loss = torch.stack(losses).mean()
+        meta_opt.zero_grad()
+        meta_loss.backward()
+        torch.nn.utils.clip_grad_norm_(meta_params, 1.0)
+        meta_opt.step()
+        return flat.detach(), [(h.detach(), c.detach()) for h, c in states]
+
+    for _ in range(warmup):
+        flat, states = meta_step(flat, states)
+    start = time.perf_counter()
+    for _ in range(meta_steps):
+        flat, states = meta_step(flat, states)
+    seconds = (time.perf_counter() - start) / meta_steps
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "unroll": unroll,
+            "seconds_per_meta_step": seconds, "optimizee_steps_per_s": unroll / seconds,
+            "final_loss_finite": bool(np.isfinite(float(loss_fn(flat, *batch()))))}
+
+
+if __name__ == "__main__":
+    emit("pytorch_l2l", measure())
