@@ -4,6 +4,8 @@ Evaluation optimizees use their own seeds (``EVAL_SEED_OFFSET + i``), disjoint
 from the seeds meta-training and validation use.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,16 +23,23 @@ def _summary(values):
 
 def sharpness(task, params, seed=0, num_iters=20, num_probes=10):
     """Top Hessian eigenvalue and Hutchinson trace of the training loss at ``params`` (fixed batch)."""
-    batch = task.sharpness_batch(seed)
+    top, trace = _sharpness_function(task, num_iters, num_probes)(
+        params, task.sharpness_batch(seed), tf.constant(seed, tf.int64)
+    )
+    return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace)}
+
+
+@functools.lru_cache(maxsize=None)
+def _sharpness_function(task, num_iters, num_probes):
+    """One compiled measurement per task (seed and batch are tensors, so seeds do not retrace)."""
 
     @tf.function
-    def measure(params):
+    def measure(params, batch, seed):
         loss_fn = lambda p: task.loss(p, batch)  # noqa: E731
         return (regularizers.hessian_top_eigenvalue(loss_fn, params, num_iters=num_iters, seed=seed),
                 regularizers.hessian_trace(loss_fn, params, num_probes=num_probes, seed=seed))
 
-    top, trace = measure(params)
-    return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace)}
+    return measure
 
 
 def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False, seed_offset=EVAL_SEED_OFFSET):

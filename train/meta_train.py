@@ -60,6 +60,7 @@ flags.DEFINE_integer("optimizees", 1, "Optimizees unrolled per meta step (the gl
 flags.DEFINE_enum("strategy", "default", list(strategies.NAMES), "tf.distribute strategy for the meta step.")
 flags.DEFINE_list("devices", [], "mirrored: the devices to mirror over, e.g. /gpu:0,/gpu:1 (default: all GPUs).")
 flags.DEFINE_string("tpu", "", "tpu: the TPU address ('local' on a TPU VM).")
+flags.DEFINE_boolean("recompute", False, "Recompute the rule's activations in the backward pass: less memory for long unrolls.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the unrolls with XLA (its random batches differ from the non-XLA run's).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
@@ -104,6 +105,7 @@ def main(argv):
         maml_second_order=FLAGS.maml_second_order,
         optimizees=FLAGS.optimizees,
         jit_compile=FLAGS.jit_compile,
+        recompute=FLAGS.recompute,
     )
     out_dir = strategies.worker_out_dir(os.path.abspath(FLAGS.out_dir))
     trainer = MetaTrainer(config, out_dir, strategy=strategy)

@@ -24,7 +24,7 @@ from l2o_tf.meta import adaptation, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 VALIDATION_SEED_OFFSET = 10**9
-RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every")
+RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every", "recompute")
 
 
 @dataclasses.dataclass
@@ -67,6 +67,8 @@ class MetaTrainConfig:
     # other numbers than TF's kernels for the same seed, so this is a different (equally
     # deterministic) run: it belongs to the config.
     jit_compile: bool = False
+    # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
+    recompute: bool = False
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -93,8 +95,11 @@ class MetaTrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
-        unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights)
+        self.unroll_config()
         self.penalty()
+
+    def unroll_config(self):
+        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute)
 
     def penalty(self):
         """The configured flatness penalty, or None."""
@@ -146,7 +151,7 @@ class MetaTrainer:
                 raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
             self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
             self.meta_optimizer.build(self.rule.trainable_variables)
-        self.unroll_config = unroll_lib.UnrollConfig(config.unroll, config.second_order, config.loss_weights)
+        self.unroll_config = config.unroll_config()
 
         counter = lambda value=0: tf.Variable(value, dtype=tf.int64, trainable=False)  # noqa: E731
         self.meta_step = counter()

@@ -57,12 +57,16 @@ class UnrollConfig:
     """How one truncation is unrolled.
 
     ``loss_weights``: ``"uniform"`` (L2L's sum of losses) or ``"increasing"``
-    (weight ``t / K``, favouring where the truncation ends).
+    (weight ``t / K``, favouring where the truncation ends).  ``recompute``:
+    keep only each step's inputs for the backward pass and recompute the step
+    there (``tf.recompute_grad``): less memory for long unrolls, about one more
+    forward pass of time.
     """
 
     length: int = 20
     second_order: bool = False
     loss_weights: str = "uniform"
+    recompute: bool = False
 
     def __post_init__(self):
         if self.length < 1:
@@ -105,6 +109,8 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
     """
     weights = config.weights()
     losses, imitation, penalty_sum = [], 0.0, tf.constant(0.0)
+    if config.recompute:
+        rule = _Recomputed(rule)
     for k in range(config.length):
         step = start_step + k
         batch = task.train_batch(seed, step)
@@ -131,6 +137,19 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
         meta_loss += teacher[2] * imitation
         teacher_state = teacher[1]
     return UnrollResult(meta_loss, params, state, losses, penalty_sum, teacher_state)
+
+
+class _Recomputed:
+    """``rule`` under ``tf.recompute_grad``: the rule's activations (the bulk of an unroll's memory) are
+    recomputed in the backward pass.  Only the rule: the optimizee gradient needs its own tape, which
+    recompute_grad's forward pass would not record."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.apply = tf.recompute_grad(lambda grads, params, state, step: tuple(rule(grads, params, state, step)))
+
+    def __call__(self, grads, params, state, step):
+        return self.apply(grads, params, state, step)
 
 
 def run(task, rule, params, state, seed, start_step, num_steps):
