@@ -63,14 +63,36 @@ def test_specs():
         spec.rule_from_spec("adam:momentum=0.9")
 
 
-@pytest.mark.parametrize("name", ["rnnprop-mnist", "dmlstm-mnist"])
+SHIPPED = {
+    "rnnprop-mnist": dict(task="mnist_mlp", regularizer="none", maml_inner_steps=0),
+    "rnnprop-mnist-long": dict(task="mnist_mlp", regularizer="none", maml_inner_steps=0),
+    "dmlstm-mnist": dict(task="mnist_mlp", regularizer="none", maml_inner_steps=0),
+    "rnnprop-mnist-hessian": dict(task="mnist_mlp", regularizer="hessian_trace", maml_inner_steps=0),
+    "rnnprop-mnist-entropy": dict(task="mnist_mlp", regularizer="local_entropy", maml_inner_steps=0),
+    "rnnprop-lasso": dict(task="lasso", regularizer="none", maml_inner_steps=0, task_family=[0.1, 0.5, 1.0]),
+    "rnnprop-lasso-ml2o": dict(task="lasso", regularizer="none", maml_inner_steps=1, task_family=[0.1, 0.5, 1.0]),
+}
+
+
+def test_every_shipped_optimizer_is_checked():
+    assert sorted(l2o_tf.pretrained.names()) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_optimizers_load_and_record_their_training(name):
     assert name in l2o_tf.pretrained.names()
     optimizer = l2o_tf.pretrained.load(name)
     assert isinstance(optimizer, l2o_tf.LearnedOptimizer)
     assert sum(int(np.prod(w.shape)) for w in optimizer.rule.weights) < 10000
     info = l2o_tf.pretrained.training_info(name)
-    assert info["command"].startswith("python -m train.meta_train") and info["config"]["task"] == "mnist_mlp"
+    assert info["command"].startswith("python -m train.meta_train")
+    defaults = {"regularizer": "none", "maml_inner_steps": 0}  # runs older than those flags
+    assert {key: info["config"].get(key, defaults.get(key)) for key in SHIPPED[name]} == SHIPPED[name]
+    for key, value in SHIPPED[name].items():
+        if key == "task_family":
+            assert "--task_family=" + ",".join(f"{v:g}" for v in value) in info["command"]
+        elif value not in ("none", 0):
+            assert f"--{key}={value}" in info["command"]
     fresh = type(optimizer.rule)(**{k: v for k, v in optimizer.rule.get_config().items() if k != "name"})
     assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(optimizer.rule.weights, fresh.weights))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
