@@ -10,7 +10,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Where to write the merged JSON.")
-flags.DEFINE_list("only", [], "Run only these benchmarks.")
+flags.DEFINE_list("only", [], "Run only these benchmarks (merged into an existing --output).")
 
 BENCHMARKS = ["matmul_gflops", "rule_flop_fraction", "fit_step_ms", "meta_train_steps_per_s", "pytorch_l2l",
               "regularizer_overhead"]
@@ -32,8 +32,12 @@ def ratios(merged):
 
 
 def main(argv):
-    merged = {"machine": {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "python": platform.python_version()}}
+    merged = {}
+    if FLAGS.only and FLAGS.output and os.path.exists(FLAGS.output):
+        with open(FLAGS.output) as f:
+            merged = json.load(f)
+    merged["machine"] = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                         "python": platform.python_version()}
     for name in FLAGS.only or BENCHMARKS:
         result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], capture_output=True, text=True,
                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
