@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = {
     "dmlstm": lambda: rules.DMLSTM(seed=1, output_scale=0.1),
     "rnnprop": lambda: rules.RNNprop(seed=2, output_scale=0.1),
+    "rnnprop_adam_scaled": lambda: rules.RNNprop(seed=2, output_scale=0.1, output_form="adam_scaled"),
     "adam": lambda: rules.Adam(learning_rate=0.01),
     "sgd": lambda: rules.SGD(learning_rate=0.05, momentum=0.9),
 }

@@ -48,6 +48,7 @@ def test_seeded_initialisation(cls):
     [
         rules.DMLSTM(hidden_size=5, preprocess=False, output_scale=0.1, seed=2),
         rules.RNNprop(hidden_size=6, num_layers=1, beta_1=0.9, seed=5),
+        rules.RNNprop(hidden_size=6, num_layers=1, output_form="adam_scaled", seed=5),
         rules.Adam(learning_rate=0.02, beta_1=0.8),
         rules.SGD(learning_rate=0.3, momentum=0.5, nesterov=True),
     ],
@@ -91,6 +92,19 @@ def test_rnnprop_moments_in_state(rng):
     np.testing.assert_allclose(state[:, 1], v, rtol=1e-5)
 
 
+def test_adam_scaled_rnnprop_with_a_zero_output_layer_is_adam(rng):
+    """output_form="adam_scaled": step = -output_scale * exp(logit) * m_hat / sqrt(v_hat); logit 0 gives Adam."""
+    rule = rules.RNNprop(seed=3, output_scale=0.02, output_form="adam_scaled")
+    rule.output_kernel.assign(tf.zeros_like(rule.output_kernel))
+    rule.output_bias.assign(tf.fill(rule.output_bias.shape, float(np.log(0.5))))
+    grads = [rng.normal(size=6) for _ in range(8)]
+    updates, _ = _run(rule, grads)
+    reference, _ = _run(rules.Adam(learning_rate=0.01, beta_1=0.95, beta_2=0.95, epsilon=1e-8), grads)
+    np.testing.assert_allclose(updates, reference, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="output_form must be one of"):
+        rules.RNNprop(output_form="linear")
+
+
 def test_adam_rule_matches_reference(rng):
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
     grads = [rng.normal(size=6) for _ in range(10)]
@@ -118,7 +132,11 @@ def test_sgd_momentum_matches_reference(rng, nesterov):
 
 @pytest.mark.parametrize(
     "rule",
-    [rules.DMLSTM(hidden_size=4, output_scale=1.0, seed=1), rules.RNNprop(hidden_size=4, output_scale=1.0, seed=1)],
+    [
+        rules.DMLSTM(hidden_size=4, output_scale=1.0, seed=1),
+        rules.RNNprop(hidden_size=4, output_scale=1.0, seed=1),
+        rules.RNNprop(hidden_size=4, output_scale=1.0, output_form="adam_scaled", seed=1),
+    ],
 )
 def test_updates_are_differentiable_in_rule_weights(rule, rng):
     """Meta-training differentiates updates w.r.t. the rule weights: check against finite differences."""

@@ -12,13 +12,19 @@ from l2o_tf.rules.lstm import LSTMStack
 class RNNprop(UpdateRule):
     """Adam-normalised inputs, ELU embedding, 2 LSTM(20), linear + tanh, scaled by 0.01.
 
+    ``output_form="adam_scaled"`` reads the linear output ``z`` as a log step size on
+    Adam's direction, ``-output_scale * exp(z) * m_hat / sqrt(v_hat)``: steps shrink
+    with ``m_hat`` near an optimum (a tanh-bounded step does not), which is what
+    lets it converge on LASSO-like problems; ``z = log(lr / output_scale)`` is Adam.
+
     The inputs ``m_hat / sqrt(v_hat)`` and ``g / sqrt(v_hat)`` (bias-corrected
     moments, beta1 = beta2 = 0.95) are invariant to the gradient's scale, which
     is what lets RNNprop transfer across problems.  State per coordinate:
     ``[m, v]`` followed by the LSTM stack's ``h`` and ``c``.
     """
 
-    CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale")
+    CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale", "output_form")
+    OUTPUT_FORMS = ("tanh", "adam_scaled")
 
     def __init__(
         self,
@@ -28,6 +34,7 @@ class RNNprop(UpdateRule):
         beta_2=0.95,
         epsilon=1e-8,
         output_scale=0.01,
+        output_form="tanh",
         seed=0,
         name=None,
         **kwargs,
@@ -44,7 +51,10 @@ class RNNprop(UpdateRule):
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
+        if output_form not in self.OUTPUT_FORMS:
+            raise ValueError(f"RNNprop output_form must be one of {self.OUTPUT_FORMS}, got {output_form!r}.")
         self.output_scale = float(output_scale)
+        self.output_form = output_form
         super().__init__(seed=seed, name=name, **kwargs)
 
     def create_weights(self):
@@ -84,6 +94,9 @@ class RNNprop(UpdateRule):
         inputs, m, v = self.normalized_inputs(grads, state[:, 0], state[:, 1], step)
         embedded = tf.nn.elu(tf.matmul(inputs, self.input_kernel) + self.input_bias)
         hidden, lstm_state = self.lstm(embedded, state[:, 2:])
-        out = tf.tanh(tf.matmul(hidden, self.output_kernel) + self.output_bias)
+        logits = (tf.matmul(hidden, self.output_kernel) + self.output_bias)[:, 0]
         new_state = tf.concat([m[:, None], v[:, None], lstm_state], axis=1)
-        return self.output_scale * out[:, 0], new_state
+        if self.output_form == "adam_scaled":
+            # A learned per-coordinate log step size on Adam's direction: steps shrink with m_hat near an optimum.
+            return -self.output_scale * tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * inputs[:, 0], new_state
+        return self.output_scale * tf.tanh(logits), new_state
