@@ -28,3 +28,9 @@ def time_meta_steps(steps=10, warmup=2, jit_compile=False, **config):
         seconds = (time.perf_counter() - start) / steps
         peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
     return seconds, peak
+
+
+def warm_up():
+    """Build and run one throwaway trainer: the process's first one pays one-off costs (thread pools,
+    allocator growth) that would otherwise land on whichever configuration is timed first."""
+    time_meta_steps(steps=2)

@@ -3,13 +3,13 @@ and the peak memory of one meta step for unroll lengths 20, 50, 100 (and 100 wit
 
 import sys
 
-from benchmarks.meta_step import time_meta_steps
+from benchmarks.meta_step import time_meta_steps, warm_up
 from benchmarks.timing import emit
 
 
 def measure(rules=("rnnprop", "dmlstm"), unrolls=(20, 50, 100)):
     result = {"task": "mnist_mlp", "batch_size": 128}
-    time_meta_steps(steps=2)  # the process's first trainer pays one-off costs (thread pools, allocator growth)
+    warm_up()
     for rule in rules:
         for jit in (False, True):
             seconds, _ = time_meta_steps(rule=rule, unroll=20, jit_compile=jit, steps=30)

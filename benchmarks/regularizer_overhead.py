@@ -1,6 +1,6 @@
 """Meta-step time of mnist_mlp RNNprop meta-training with each flatness penalty, over vanilla."""
 
-from benchmarks.meta_step import time_meta_steps
+from benchmarks.meta_step import time_meta_steps, warm_up
 from benchmarks.timing import emit
 
 PENALTIES = {
@@ -12,7 +12,7 @@ PENALTIES = {
 
 
 def measure(steps=30):
-    time_meta_steps(steps=2)  # the process's first trainer pays one-off costs (thread pools, allocator growth)
+    warm_up()
     vanilla, _ = time_meta_steps(steps=steps)
     result = {"task": "mnist_mlp", "rule": "rnnprop", "unroll": 20, "vanilla_s": vanilla}
     for name, config in PENALTIES.items():
