@@ -1,4 +1,11 @@
-"""FLOPs of one rule step, counted from its layer shapes, per second, over the matmul bound."""
+"""FLOPs of one rule step, counted from its layer shapes, per second, over the matmul bound.
+
+It also measures why the fraction stays low on a CPU: the rule's elementwise activations
+(not counted as FLOPs) each take a pass over ``[coordinates, ...]``.  ``activation_bound``
+times one XLA ``tanh`` over all of a step's activations and gives the fraction that any
+implementation built from TF/XLA kernels could at most reach: matmul FLOPs at the bound
+plus the activations at that measured rate.
+"""
 
 import tensorflow as tf
 
@@ -16,6 +23,23 @@ def flops_per_coordinate(rule):
     return total
 
 
+def activations_per_coordinate(rule):
+    """Transcendental activations of one coordinate's step: per LSTM layer 4H gates + tanh(c),
+    plus RNNprop's ELU embedding and its output tanh/exp, plus DM-LSTM's log preprocessing."""
+    lstm = rule.lstm
+    count = 5 * lstm.hidden_size * lstm.num_layers
+    if isinstance(rule, rules.RNNprop):
+        return count + lstm.hidden_size + 1
+    return count + 1
+
+
+def activation_seconds(num_coordinates, activations):
+    """Time of one XLA tanh over ``[num_coordinates, activations]``: the activations' pass at this machine's rate."""
+    x = tf.random.stateless_normal([num_coordinates, activations], [3, 4])
+    tanh = tf.function(tf.tanh, jit_compile=True)
+    return median_seconds(lambda: tanh(x).numpy(), repeats=5, warmup=2)
+
+
 def measure(num_coordinates=1_000_000, bound_gflops=None):
     bound_gflops = bound_gflops or matmul_gflops.measure()["gflops"]
     out = {"num_coordinates": num_coordinates, "matmul_gflops": bound_gflops}
@@ -29,6 +53,11 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
             out[name + ("_xla" if jit else "")] = {
                 "seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
                 "gflops": gflops, "fraction_of_matmul": gflops / bound_gflops}
+        matmul_s = flops_per_coordinate(rule) * num_coordinates / (bound_gflops * 1e9)
+        act_s = activation_seconds(num_coordinates, activations_per_coordinate(rule))
+        out[name + "_activation_bound"] = {
+            "activations_per_coordinate": activations_per_coordinate(rule), "activation_seconds": act_s,
+            "matmul_seconds_at_bound": matmul_s, "max_fraction_of_matmul": matmul_s / (matmul_s + act_s)}
     return out
 
 

@@ -27,7 +27,11 @@ def ratios(merged):
         out["hessian_trace_1_probe_over_vanilla"] = merged["regularizer_overhead"]["hessian_trace_1_probe_ratio"]
     flops = merged.get("rule_flop_fraction", {})
     if flops:
-        out["best_rule_flop_fraction"] = max(v["fraction_of_matmul"] for k, v in flops.items() if isinstance(v, dict))
+        out["best_rule_flop_fraction"] = max(v["fraction_of_matmul"] for v in flops.values()
+                                             if isinstance(v, dict) and "fraction_of_matmul" in v)
+        bounds = [v["max_fraction_of_matmul"] for v in flops.values() if isinstance(v, dict) and "max_fraction_of_matmul" in v]
+        if bounds:
+            out["rule_flop_fraction_activation_bound"] = max(bounds)
     return out
 
 

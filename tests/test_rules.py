@@ -105,6 +105,32 @@ def test_adam_scaled_rnnprop_with_a_zero_output_layer_is_adam(rng):
         rules.RNNprop(output_form="linear")
 
 
+def test_lstm_stack_matches_a_textbook_lstm(rng):
+    """The stack computes sigmoids as (1 + tanh(z/2)) / 2 for speed: it must still be the LSTM."""
+    rule = rules.DMLSTM(hidden_size=3, num_layers=2, preprocess=False, seed=4)
+    for weight in rule.lstm.biases:
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    n, hidden = 7, 3
+    inputs = rng.normal(size=(n, 1)).astype("float32")
+    state = rng.normal(size=(n, 4 * hidden)).astype("float32")
+    output, new_state = rule.lstm(tf.constant(inputs), tf.constant(state))
+
+    def sigmoid(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    x, expected = inputs.astype("float64"), []
+    for layer, (kernel, bias) in enumerate(zip(rule.lstm.kernels, rule.lstm.biases)):
+        h, c = state[:, 2 * layer * hidden : (2 * layer + 1) * hidden], state[:, (2 * layer + 1) * hidden : (2 * layer + 2) * hidden]
+        z = np.concatenate([x, h], axis=1) @ kernel.numpy() + bias.numpy()
+        i, f, g, o = np.split(z, 4, axis=1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        expected += [h, c]
+        x = h
+    np.testing.assert_allclose(output.numpy(), x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_state.numpy(), np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-6)
+
+
 def test_adam_rule_matches_reference(rng):
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-7
     grads = [rng.normal(size=6) for _ in range(10)]

@@ -93,9 +93,9 @@ class RNNprop(UpdateRule):
     def call(self, grads, params, state, step):
         inputs, m, v = self.normalized_inputs(grads, state[:, 0], state[:, 1], step)
         embedded = tf.nn.elu(tf.matmul(inputs, self.input_kernel) + self.input_bias)
-        hidden, lstm_state = self.lstm(embedded, state[:, 2:])
+        hidden, lstm_parts = self.lstm.step(embedded, self.lstm.split_state(state[:, 2:]))
         logits = (tf.matmul(hidden, self.output_kernel) + self.output_bias)[:, 0]
-        new_state = tf.concat([m[:, None], v[:, None], lstm_state], axis=1)
+        new_state = tf.concat([m[:, None], v[:, None]] + lstm_parts, axis=1)
         if self.output_form == "adam_scaled":
             # A learned per-coordinate log step size on Adam's direction: steps shrink with m_hat near an optimum.
             return -self.output_scale * tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * inputs[:, 0], new_state
