@@ -104,8 +104,8 @@ def test_quickstart_trains_a_keras_model(tmp_path):
     output = tmp_path / "quick.json"
     result = _run("train.quickstart", "--steps=30", "--adam_lr=0", f"--output={output}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "rnnprop-mnist: test accuracy" in result.stdout and "MNIST from:" in result.stdout
-    run = json.loads(output.read_text())["runs"]["rnnprop-mnist"]
+    assert "dmlstm-mnist: test accuracy" in result.stdout and "MNIST from:" in result.stdout
+    run = json.loads(output.read_text())["runs"]["dmlstm-mnist"]
     assert run["test_accuracy"] > 0.3  # 30 steps from random init; chance is 0.1
 
 

@@ -1,6 +1,6 @@
 r"""The main job: a shipped learned optimizer trains a Keras MNIST model, next to Adam.
 
-    python -m train.quickstart                      # rnnprop-mnist vs Adam(1e-2), 1000 steps
+    python -m train.quickstart                      # dmlstm-mnist vs Adam(1e-2), 1000 steps
 
 Works offline with no data set present: MNIST is searched as l2o_tf.data describes, and the
 bundled 6,000-image subset is the loud last resort (the printed data source says which).
@@ -17,7 +17,7 @@ import l2o_tf
 from train.flags_util import run_cleanly
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("optimizer", "rnnprop-mnist", "Shipped optimizer name or meta-training out_dir.")
+flags.DEFINE_string("optimizer", "dmlstm-mnist", "Shipped optimizer name or meta-training out_dir.")
 flags.DEFINE_float("adam_lr", 1e-2, "Learning rate of the Adam run shown for comparison (0 to skip).")
 flags.DEFINE_integer("steps", 1000, "Training steps (batches of 128).")
 flags.DEFINE_integer("seed", 0, "Weight-initialisation and shuffling seed.")
