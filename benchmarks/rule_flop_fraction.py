@@ -54,9 +54,10 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
                 "seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
                 "gflops": gflops, "fraction_of_matmul": gflops / bound_gflops}
         matmul_s = flops_per_coordinate(rule) * num_coordinates / (bound_gflops * 1e9)
-        act_s = activation_seconds(num_coordinates, activations_per_coordinate(rule))
+        activations = activations_per_coordinate(rule)
+        act_s = activation_seconds(num_coordinates, activations)
         out[name + "_activation_bound"] = {
-            "activations_per_coordinate": activations_per_coordinate(rule), "activation_seconds": act_s,
+            "activations_per_coordinate": activations, "activation_seconds": act_s,
             "matmul_seconds_at_bound": matmul_s, "max_fraction_of_matmul": matmul_s / (matmul_s + act_s)}
     return out
 

@@ -25,13 +25,12 @@ def ratios(merged):
         out["dmlstm_meta_training_vs_pytorch_eager"] = best / torch["optimizee_steps_per_s"]
     if "regularizer_overhead" in merged:
         out["hessian_trace_1_probe_over_vanilla"] = merged["regularizer_overhead"]["hessian_trace_1_probe_ratio"]
-    flops = merged.get("rule_flop_fraction", {})
-    if flops:
-        out["best_rule_flop_fraction"] = max(v["fraction_of_matmul"] for v in flops.values()
-                                             if isinstance(v, dict) and "fraction_of_matmul" in v)
-        bounds = [v["max_fraction_of_matmul"] for v in flops.values() if isinstance(v, dict) and "max_fraction_of_matmul" in v]
-        if bounds:
-            out["rule_flop_fraction_activation_bound"] = max(bounds)
+    entries = [v for v in merged.get("rule_flop_fraction", {}).values() if isinstance(v, dict)]
+    for key, name in (("fraction_of_matmul", "best_rule_flop_fraction"),
+                      ("max_fraction_of_matmul", "rule_flop_fraction_activation_bound")):
+        values = [v[key] for v in entries if key in v]
+        if values:
+            out[name] = max(values)
     return out
 
 
