@@ -47,6 +47,22 @@ def _stateless_unroll(rule, weights, task, params, state, config):
     return unroll_lib.unroll(task, _Bound(), params, state, 0, 0, config)
 
 
+def test_log_loss_meta_loss_weighs_log_losses_and_matches_finite_differences():
+    """``log_loss``: the meta-loss is ``sum_t w_t log f_t`` of the same trajectory, and its tape gradient is exact."""
+    task = tasks.lasso(dim=3, sigma=1.0, init_stddev=0.5)
+    rule = rules.RNNprop(hidden_size=3, num_layers=1, output_scale=0.1, seed=4)
+    params, state = task.init_params(0), rule.initial_state(3)
+    weights = [w.value for w in rule.trainable_weights]
+    plain = _stateless_unroll(rule, weights, task, params, state, UnrollConfig(4, second_order=True))
+    logged = _stateless_unroll(rule, weights, task, params, state,
+                               UnrollConfig(4, second_order=True, log_loss=True))
+    np.testing.assert_allclose(logged.losses.numpy(), plain.losses.numpy())
+    np.testing.assert_allclose(float(logged.meta_loss), float(np.mean(np.log(plain.losses.numpy()))), rtol=1e-6)
+    config = UnrollConfig(length=4, second_order=True, log_loss=True)
+    directional_fd_check(lambda weights: _stateless_unroll(rule, weights, task, params, state, config).meta_loss,
+                         [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-4)
+
+
 def test_first_order_drops_exactly_the_hessian_terms():
     """On a linear loss the optimizee gradient is constant, so both variants give the same meta-gradient."""
 

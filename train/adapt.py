@@ -36,8 +36,12 @@ flags.DEFINE_list("task_kwargs", [], "Further task arguments as key=value.")
 flags.DEFINE_integer("adapt_steps", 5, "Adaptation steps (M-L2O and transfer learning).")
 flags.DEFINE_float("adapt_lr", 1e-3, "Adam learning rate of the adaptation.")
 flags.DEFINE_integer("adapt_unroll", 20, "Unroll length of the adaptation meta-loss.")
+flags.DEFINE_boolean("adapt_log_loss", False, "Adapt on the log-loss meta-loss (as --log_loss in meta-training).")
 flags.DEFINE_integer("eval_steps", 1000, "Optimizee steps per evaluation run.")
 flags.DEFINE_integer("seeds", 10, "Evaluation optimizees.")
+flags.DEFINE_integer("seed_offset", EVAL_SEED_OFFSET,
+                     "First evaluation optimizee seed. The default is the evaluation seeds; 1000000000 gives "
+                     "held-out selection optimizees (for choosing hyperparameters without touching the evaluation seeds).")
 flags.DEFINE_list("adam_lrs", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1"], "Adam learning rates to pick the best from.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
 flags.mark_flags_as_required(["optimizer", "baseline", "output"])
@@ -62,15 +66,15 @@ def main(argv):
     if not hasattr(task, "optimum"):
         raise ValueError(f"--task {FLAGS.task!r} has no known optimum; use lasso, quadratic, rosenbrock or rastrigin.")
     ml2o, baseline = spec.rule_from_spec(FLAGS.optimizer), spec.rule_from_spec(FLAGS.baseline)
-    seeds = [EVAL_SEED_OFFSET + i for i in range(FLAGS.seeds)]
+    seeds = [FLAGS.seed_offset + i for i in range(FLAGS.seeds)]
     optima = np.array([task.optimum(s) for s in seeds])
 
     def adapted(rule):
         return adapt(rule, task, steps=FLAGS.adapt_steps, learning_rate=FLAGS.adapt_lr,
-                     unroll_length=FLAGS.adapt_unroll, seed=ADAPT_SEED_OFFSET)
+                     unroll_length=FLAGS.adapt_unroll, seed=ADAPT_SEED_OFFSET, log_loss=FLAGS.adapt_log_loss)
 
     def measure(rule):
-        result = evaluate_rule(rule, task, FLAGS.eval_steps, FLAGS.seeds)
+        result = evaluate_rule(rule, task, FLAGS.eval_steps, FLAGS.seeds, seed_offset=FLAGS.seed_offset)
         final = np.array(result["at_step"][str(FLAGS.eval_steps)]["train_loss"]["values"])
         excess = np.maximum(final - optima, 1e-12)
         return {"final_loss": summarize(final), "log10_excess_loss": summarize(np.log10(excess)),

@@ -38,6 +38,7 @@ flags.DEFINE_float("meta_lr", 1e-3, "Adam learning rate of the meta-optimizer.")
 flags.DEFINE_float("clipnorm", 1.0, "Global-norm clip of the meta-gradient.")
 flags.DEFINE_boolean("second_order", False, "Keep second derivatives through the optimizee gradient.")
 flags.DEFINE_enum("loss_weights", "uniform", ["uniform", "increasing"], "Weights of the losses in the meta-loss.")
+flags.DEFINE_boolean("log_loss", False, "Meta-loss on log f_t: every decade of progress counts (LASSO, quadratics; needs f > 0).")
 flags.DEFINE_integer("seed", 0, "Run seed: rule initialisation and optimizee seeds.")
 flags.DEFINE_string("out_dir", None, "Directory for checkpoints, config.json, TensorBoard logs and the optimizer.")
 flags.DEFINE_integer("checkpoint_every", 100, "Meta steps between checkpoints.")
@@ -87,6 +88,7 @@ def main(argv):
         clipnorm=FLAGS.clipnorm,
         second_order=FLAGS.second_order,
         loss_weights=FLAGS.loss_weights,
+        log_loss=FLAGS.log_loss,
         seed=FLAGS.seed,
         checkpoint_every=FLAGS.checkpoint_every,
         imitation_weight=FLAGS.imitation_weight,

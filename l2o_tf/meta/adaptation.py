@@ -88,12 +88,12 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, sta
     return (outer.meta_loss, grads, outer) if return_unroll else (outer.meta_loss, grads)
 
 
-def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0):
+def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0, log_loss=False):
     """Test-time adaptation: a copy of ``optimizer`` whose rule took ``steps`` Adam steps on ``task``.
 
     Each step minimises the meta-loss of a ``unroll_length``-step unroll of a
-    fresh optimizee of ``task`` (seeds ``seed, seed + 1, ...``).  The given
-    optimizer is left untouched.
+    fresh optimizee of ``task`` (seeds ``seed, seed + 1, ...``); ``log_loss`` as
+    in :class:`l2o_tf.meta.UnrollConfig`.  The given optimizer is left untouched.
     """
     if steps < 0:
         raise ValueError(f"adapt needs steps >= 0, got {steps}.")
@@ -103,7 +103,7 @@ def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0
     copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
     for target, source in zip(copy.weights, rule.weights):
         target.assign(source.value)
-    config = unroll_lib.UnrollConfig(unroll_length)
+    config = unroll_lib.UnrollConfig(unroll_length, log_loss=log_loss)
     meta_optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function

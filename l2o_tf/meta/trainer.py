@@ -45,6 +45,7 @@ class MetaTrainConfig:
     clipnorm: float = 1.0
     second_order: bool = False
     loss_weights: str = "uniform"
+    log_loss: bool = False
     seed: int = 0
     checkpoint_every: int = 100
     max_consecutive_skips: int = 20
@@ -99,7 +100,7 @@ class MetaTrainConfig:
         self.penalty()
 
     def unroll_config(self):
-        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute)
+        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss)
 
     def penalty(self):
         """The configured flatness penalty, or None."""
@@ -362,7 +363,7 @@ class MetaTrainer:
         return bool(latest)
 
     def validate(self):
-        """Mean training loss over the current trajectory length on held-out optimizee seeds."""
+        """Mean training loss (its log with ``log_loss``) over the current trajectory length on held-out optimizee seeds."""
         values = []
         for i in range(self.config.validation_seeds):
             seed = VALIDATION_SEED_OFFSET + i
@@ -372,7 +373,7 @@ class MetaTrainer:
                 tf.constant(seed, tf.int64),
                 tf.constant(self.trajectory_length),
             )
-            values.append(float(tf.reduce_mean(losses)))
+            values.append(float(tf.reduce_mean(tf.math.log(losses) if self.config.log_loss else losses)))
         return float(np.mean(values))
 
     def _after_validation(self, value):

@@ -60,13 +60,17 @@ class UnrollConfig:
     (weight ``t / K``, favouring where the truncation ends).  ``recompute``:
     keep only each step's inputs for the backward pass and recompute the step
     there (``tf.recompute_grad``): less memory for long unrolls, about one more
-    forward pass of time.
+    forward pass of time.  ``log_loss``: weigh ``log f_t`` instead of ``f_t``,
+    so that every decade of progress counts the same; for problems optimised to
+    high precision (LASSO, quadratics), where ``f_t`` would only reward the first steps.
+    Needs ``f_t > 0``.
     """
 
     length: int = 20
     second_order: bool = False
     loss_weights: str = "uniform"
     recompute: bool = False
+    log_loss: bool = False
 
     def __post_init__(self):
         if self.length < 1:
@@ -129,7 +133,7 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             losses.append(loss_k)
     losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
     losses = tf.stack(losses)
-    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
+    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * (tf.math.log(losses) if config.log_loss else losses))
     if penalty is not None:
         meta_loss += penalty.weight * penalty_sum
     teacher_state = None
