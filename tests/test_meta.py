@@ -59,8 +59,8 @@ def test_log_loss_meta_loss_weighs_log_losses_and_matches_finite_differences():
     np.testing.assert_allclose(logged.losses.numpy(), plain.losses.numpy())
     np.testing.assert_allclose(float(logged.meta_loss), float(np.mean(np.log(plain.losses.numpy()))), rtol=1e-6)
     config = UnrollConfig(length=4, second_order=True, log_loss=True)
-    directional_fd_check(lambda weights: _stateless_unroll(rule, weights, task, params, state, config).meta_loss,
-                         [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-4)
+    directional_fd_check(lambda w: _stateless_unroll(rule, w, task, params, state, config).meta_loss,
+                         weights, eps=1e-2, rtol=3e-2, atol=1e-4)
 
 
 def test_first_order_drops_exactly_the_hessian_terms():

@@ -373,7 +373,7 @@ class MetaTrainer:
                 tf.constant(seed, tf.int64),
                 tf.constant(self.trajectory_length),
             )
-            values.append(float(tf.reduce_mean(tf.math.log(losses) if self.config.log_loss else losses)))
+            values.append(float(tf.reduce_mean(self.unroll_config.scored(losses))))
         return float(np.mean(values))
 
     def _after_validation(self, value):

@@ -78,6 +78,10 @@ class UnrollConfig:
         if self.loss_weights not in ("uniform", "increasing"):
             raise ValueError(f"loss_weights must be 'uniform' or 'increasing', got {self.loss_weights!r}.")
 
+    def scored(self, losses):
+        """What the meta-loss weighs: the losses, or their logs with ``log_loss`` (validation scores the same)."""
+        return tf.math.log(losses) if self.log_loss else losses
+
     def weights(self):
         k = self.length
         if self.loss_weights == "uniform":
@@ -133,7 +137,7 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             losses.append(loss_k)
     losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
     losses = tf.stack(losses)
-    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * (tf.math.log(losses) if config.log_loss else losses))
+    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(losses))
     if penalty is not None:
         meta_loss += penalty.weight * penalty_sum
     teacher_state = None
