@@ -63,6 +63,27 @@ def test_first_order_is_second_order_without_the_inner_jacobian():
     assert any(not np.allclose(a.numpy(), b.numpy(), rtol=1e-3) for a, b in zip(first, second))
 
 
+def test_adam_inner_loop_is_the_test_time_adaptation():
+    """inner_optimizer="adam" takes the step adapt() takes (keras Adam from fresh moments): first-order MAML's
+    gradient is the outer loss's gradient at the weights that adapt() returns on the same unroll."""
+    task, rule, _, outer, _ = _setup()
+    config = UnrollConfig(3)
+    inner = (adaptation.fresh_optimizee(rule, task, 0), 0)  # adapt()'s first unroll: optimizee seed 0
+    inner_steps = 1  # adapt() moves on to seed 1 for its second step; the inner loop stays on its task
+    maml = adaptation.MAMLConfig(inner_steps, 0.05, second_order=False, inner_optimizer="adam")
+    _, grads = adaptation.maml_meta_gradient(rule, task, inner, outer, config, maml)
+    adapted = adaptation.adapt(rule, task, steps=inner_steps, learning_rate=0.05, unroll_length=3, seed=0)
+    weights = [w.value for w in adapted.trainable_weights]
+    assert max(float(np.abs(a - b.numpy()).max()) for a, b in zip(weights, rule.trainable_weights)) > 0.04
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        outer_loss = adaptation.unroll_meta_loss(rule, weights, task, *outer, config)
+    for a, b in zip(grads, tape.gradient(outer_loss, weights)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="inner_optimizer must be one of"):
+        adaptation.MAMLConfig(1, 0.05, inner_optimizer="rmsprop")
+
+
 def test_adapt_lowers_the_adaptation_loss_and_leaves_the_original_alone():
     task = tasks.lasso(dim=5, sigma=10.0)
     optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(hidden_size=8, output_scale=0.1, seed=0))

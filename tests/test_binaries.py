@@ -70,7 +70,8 @@ SHIPPED = {
     "rnnprop-mnist-hessian": dict(task="mnist_mlp", regularizer="hessian_trace", maml_inner_steps=0),
     "rnnprop-mnist-entropy": dict(task="mnist_mlp", regularizer="local_entropy", maml_inner_steps=0),
     "rnnprop-lasso": dict(task="lasso", regularizer="none", maml_inner_steps=0, task_family=[0.1, 0.5, 1.0]),
-    "rnnprop-lasso-ml2o": dict(task="lasso", regularizer="none", maml_inner_steps=1, task_family=[0.1, 0.5, 1.0]),
+    "rnnprop-lasso-ml2o": dict(task="lasso", regularizer="none", maml_inner_steps=1, maml_inner_optimizer="adam",
+                               task_family=[0.1, 0.5, 1.0]),
 }
 
 
@@ -120,10 +121,12 @@ def test_adapt_binary_compares_the_four_methods(tmp_path):
     output = tmp_path / "adapt.json"
     result = _run("train.adapt", f"--optimizer={tmp_path / 'ml2o'}", f"--baseline={tmp_path / 'vanilla'}",
                   "--task=lasso", "--task_sigma=10", "--task_dim=4", "--adapt_steps=2", "--adapt_unroll=5",
-                  "--eval_steps=30", "--seeds=2", "--adam_lrs=0.01,0.1", f"--output={output}")
+                  "--eval_steps=30", "--seeds=2", "--adam_lrs=0.01,0.1", "--adapt_lr=1e-3", "--baseline_adapt_lr=0.02",
+                  f"--output={output}")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
     assert set(data["methods"]) == {"ml2o", "direct_transfer", "transfer_learning", "adam"}
+    assert (data["methods"]["ml2o"]["adapt_lr"], data["methods"]["transfer_learning"]["adapt_lr"]) == (1e-3, 0.02)
     for method in data["methods"].values():
         assert all(f >= o - 1e-4 for f, o in zip(method["final_loss"]["values"], data["optimum"]["values"]))
         assert len(method["curve"]["mean"]) == 30

@@ -22,6 +22,7 @@ RULES = {
     "dmlstm": lambda: rules.DMLSTM(seed=1, output_scale=0.1),
     "rnnprop": lambda: rules.RNNprop(seed=2, output_scale=0.1),
     "rnnprop_adam_scaled": lambda: rules.RNNprop(seed=2, output_scale=0.1, output_form="adam_scaled"),
+    "rnnprop_long_memory": lambda: rules.RNNprop(seed=2, output_scale=0.1, output_form="adam_scaled", long_beta_2=0.999),
     "adam": lambda: rules.Adam(learning_rate=0.01),
     "sgd": lambda: rules.SGD(learning_rate=0.05, momentum=0.9),
 }

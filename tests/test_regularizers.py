@@ -112,6 +112,25 @@ def test_meta_training_with_a_penalty(name, tmp_path):
     assert all(np.all(np.isfinite(w.numpy())) for w in trainer.rule.weights)
 
 
+def test_trajectory_start_penalises_only_the_end_of_each_trajectory(tmp_path, monkeypatch):
+    """With --reg_trajectory_start=4 (unroll 4, trajectories of 12) only the unrolls from optimizee step 4 on
+    carry the penalty, in every trajectory, once --reg_start is reached."""
+    from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415
+
+    config = MetaTrainConfig(
+        task="rosenbrock", task_kwargs={"batch_size": 2, "sigma": 0.5}, rule="rnnprop",
+        rule_kwargs={"hidden_size": 3, "output_scale": 0.05}, unroll=4, curriculum=(12,), meta_steps=9,
+        validate_every=1000, checkpoint_every=1000, regularizer="hessian_trace", reg_start=4, reg_trajectory_start=4,
+    )
+    trainer = MetaTrainer(config, str(tmp_path))
+    seen, compiled = [], trainer._step_function
+    monkeypatch.setattr(trainer, "_step_function", lambda member, penalized: seen.append(penalized) or compiled(member, penalized))
+    trainer.train(verbose=0)
+    assert seen == [False, False, False, False, True, True, False, True, True]
+    with pytest.raises(ValueError, match="reg_trajectory_start .6. must be a multiple of the unroll .4."):
+        MetaTrainConfig(task="rosenbrock", unroll=4, curriculum=(12,), reg_trajectory_start=6)
+
+
 def test_penalty_enters_the_meta_loss_with_its_weight():
     task = tasks.Rosenbrock(batch_size=2, dim=2, sigma=0.3)
     rule = rules.RNNprop(hidden_size=3, output_scale=0.05, seed=1)

@@ -23,7 +23,9 @@ def _run(rule, grads_seq, state=None):
 
 
 @pytest.mark.parametrize(
-    "rule, size", [(rules.DMLSTM(), 80), (rules.RNNprop(), 82), (rules.Adam(), 2), (rules.SGD(), 1)]
+    "rule, size",
+    [(rules.DMLSTM(), 80), (rules.RNNprop(), 82), (rules.RNNprop(long_beta_2=0.999), 83), (rules.Adam(), 2),
+     (rules.SGD(), 1)],
 )
 def test_state_sizes_and_shapes(rule, size):
     assert rule.state_size == size
@@ -49,6 +51,7 @@ def test_seeded_initialisation(cls):
         rules.DMLSTM(hidden_size=5, preprocess=False, output_scale=0.1, seed=2),
         rules.RNNprop(hidden_size=6, num_layers=1, beta_1=0.9, seed=5),
         rules.RNNprop(hidden_size=6, num_layers=1, output_form="adam_scaled", seed=5),
+        rules.RNNprop(hidden_size=6, num_layers=1, output_form="adam_scaled", long_beta_2=0.999, seed=5),
         rules.Adam(learning_rate=0.02, beta_1=0.8),
         rules.SGD(learning_rate=0.3, momentum=0.5, nesterov=True),
     ],
@@ -103,6 +106,24 @@ def test_adam_scaled_rnnprop_with_a_zero_output_layer_is_adam(rng):
     np.testing.assert_allclose(updates, reference, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="output_form must be one of"):
         rules.RNNprop(output_form="linear")
+
+
+def test_long_memory_rnnprop_with_a_zero_output_layer_is_a_sum_of_two_adams(rng):
+    """long_beta_2: logits (z1, z2) weigh Adam's direction with the fast (0.95) and the slow (0.999) second moment."""
+    rule = rules.RNNprop(seed=3, output_scale=0.02, output_form="adam_scaled", long_beta_2=0.999)
+    assert rule.input_kernel.shape == (3, 20) and rule.output_kernel.shape == (20, 2)
+    rule.output_kernel.assign(tf.zeros_like(rule.output_kernel))
+    rule.output_bias.assign(np.log([0.5, 2.0]).astype(np.float32))
+    grads = [rng.normal(size=6) * (1.0 if i < 50 else 1e-3) for i in range(350)]  # the slow moment remembers 1.0
+    updates, state = _run(rule, grads)
+    fast, _ = _run(rules.Adam(learning_rate=0.01, beta_1=0.95, beta_2=0.95, epsilon=1e-8), grads)
+    slow, slow_state = _run(rules.Adam(learning_rate=0.04, beta_1=0.95, beta_2=0.999, epsilon=1e-8), grads)
+    np.testing.assert_allclose(updates, fast + slow, rtol=1e-4, atol=1e-4 * np.abs(fast).max())
+    np.testing.assert_allclose(state[:, 2], slow_state[:, 1], rtol=1e-5)
+    # Per unit step size, the fast direction has forgotten that gradients were 1000x larger; the slow one has not.
+    assert np.abs(slow[-1] / 0.04).mean() < 0.05 * np.abs(fast[-1] / 0.01).mean()
+    with pytest.raises(ValueError, match="long_beta_2"):
+        rules.RNNprop(long_beta_2=1.0)
 
 
 def test_lstm_stack_matches_a_textbook_lstm(rng):

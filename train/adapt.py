@@ -35,6 +35,8 @@ flags.DEFINE_integer("task_dim", 10, "Target task's dimension.")
 flags.DEFINE_list("task_kwargs", [], "Further task arguments as key=value.")
 flags.DEFINE_integer("adapt_steps", 5, "Adaptation steps (M-L2O and transfer learning).")
 flags.DEFINE_float("adapt_lr", 1e-3, "Adam learning rate of the adaptation.")
+flags.DEFINE_float("baseline_adapt_lr", None, "Adaptation learning rate of transfer_learning (default: --adapt_lr), "
+                   "for when each adapted method's rate was chosen on its own on selection instances.")
 flags.DEFINE_integer("adapt_unroll", 20, "Unroll length of the adaptation meta-loss.")
 flags.DEFINE_boolean("adapt_log_loss", False, "Adapt on the log-loss meta-loss (as --log_loss in meta-training).")
 flags.DEFINE_integer("eval_steps", 1000, "Optimizee steps per evaluation run.")
@@ -69,8 +71,10 @@ def main(argv):
     seeds = [FLAGS.seed_offset + i for i in range(FLAGS.seeds)]
     optima = np.array([task.optimum(s) for s in seeds])
 
-    def adapted(rule):
-        return adapt(rule, task, steps=FLAGS.adapt_steps, learning_rate=FLAGS.adapt_lr,
+    baseline_lr = FLAGS.adapt_lr if FLAGS.baseline_adapt_lr is None else FLAGS.baseline_adapt_lr
+
+    def adapted(rule, learning_rate):
+        return adapt(rule, task, steps=FLAGS.adapt_steps, learning_rate=learning_rate,
                      unroll_length=FLAGS.adapt_unroll, seed=ADAPT_SEED_OFFSET, log_loss=FLAGS.adapt_log_loss)
 
     def measure(rule):
@@ -81,9 +85,11 @@ def main(argv):
                 "excess_loss": summarize(excess), "curve": result["curve"]}
 
     methods = {
-        "ml2o": dict(measure(adapted(ml2o)), spec=FLAGS.optimizer, adapt_steps=FLAGS.adapt_steps),
+        "ml2o": dict(measure(adapted(ml2o, FLAGS.adapt_lr)), spec=FLAGS.optimizer, adapt_steps=FLAGS.adapt_steps,
+                     adapt_lr=FLAGS.adapt_lr),
         "direct_transfer": dict(measure(baseline), spec=FLAGS.baseline, adapt_steps=0),
-        "transfer_learning": dict(measure(adapted(baseline)), spec=FLAGS.baseline, adapt_steps=FLAGS.adapt_steps),
+        "transfer_learning": dict(measure(adapted(baseline, baseline_lr)), spec=FLAGS.baseline,
+                                  adapt_steps=FLAGS.adapt_steps, adapt_lr=baseline_lr),
     }
     adam_runs = {lr: measure(spec.rule_from_spec(f"adam:lr={lr}")) for lr in FLAGS.adam_lrs}
     best_lr = min(adam_runs, key=lambda lr: adam_runs[lr]["final_loss"]["mean"])
@@ -98,6 +104,7 @@ def main(argv):
     }
     for name, m in methods.items():
         print(f"{name:>18} ({m['spec']}): final loss {m['final_loss']['mean']:.6g} +- {m['final_loss']['std']:.3g}, "
+              f"excess {m['excess_loss']['mean']:.4g} +- {m['excess_loss']['std']:.3g}, "
               f"log10(excess) {m['log10_excess_loss']['mean']:.3f} +- {m['log10_excess_loss']['std']:.3f}")
     with open(FLAGS.output, "w") as f:
         json.dump(results, f, indent=1)

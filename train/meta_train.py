@@ -49,6 +49,8 @@ flags.DEFINE_enum("regularizer", "none", ["none", "hessian_trace", "hessian_eig"
 flags.DEFINE_float("reg_weight", 1e-4, "alpha: weight of the flatness penalty.")
 flags.DEFINE_integer("reg_every", 1, "Apply the penalty every k-th step of each unroll.")
 flags.DEFINE_integer("reg_start", 0, "Meta step from which the penalty is on.")
+flags.DEFINE_integer("reg_trajectory_start", 0, "Optimizee step of each trajectory from which the penalty is on "
+                     "(a multiple of --unroll): penalise where trajectories end, not their first steps.")
 flags.DEFINE_integer("reg_num_probes", 1, "hessian_trace: Rademacher probes.")
 flags.DEFINE_integer("reg_num_iters", 10, "hessian_eig: power iterations.")
 flags.DEFINE_float("reg_gamma", 1.0, "local_entropy: coupling gamma.")
@@ -57,6 +59,8 @@ flags.DEFINE_list("task_family", [], "Train over a family: the task with sigma i
 flags.DEFINE_integer("maml_inner_steps", 0, "M-L2O: inner SGD steps on the rule weights per meta step (0: vanilla).")
 flags.DEFINE_float("maml_inner_lr", 1e-3, "M-L2O: inner SGD learning rate.")
 flags.DEFINE_boolean("maml_second_order", False, "M-L2O: differentiate through the inner step.")
+flags.DEFINE_enum("maml_inner_optimizer", "sgd", ["sgd", "adam"],
+                  "M-L2O: inner optimizer; adam matches the test-time adaptation (train.adapt).")
 flags.DEFINE_integer("optimizees", 1, "Optimizees unrolled per meta step (the global batch, split over replicas).")
 flags.DEFINE_enum("strategy", "default", list(strategies.NAMES), "tf.distribute strategy for the meta step.")
 flags.DEFINE_list("devices", [], "mirrored: the devices to mirror over, e.g. /gpu:0,/gpu:1 (default: all GPUs).")
@@ -97,6 +101,7 @@ def main(argv):
         reg_weight=FLAGS.reg_weight,
         reg_every=FLAGS.reg_every,
         reg_start=FLAGS.reg_start,
+        reg_trajectory_start=FLAGS.reg_trajectory_start,
         reg_num_probes=FLAGS.reg_num_probes,
         reg_num_iters=FLAGS.reg_num_iters,
         reg_gamma=FLAGS.reg_gamma,
@@ -105,6 +110,7 @@ def main(argv):
         maml_inner_steps=FLAGS.maml_inner_steps,
         maml_inner_lr=FLAGS.maml_inner_lr,
         maml_second_order=FLAGS.maml_second_order,
+        maml_inner_optimizer=FLAGS.maml_inner_optimizer,
         optimizees=FLAGS.optimizees,
         jit_compile=FLAGS.jit_compile,
         recompute=FLAGS.recompute,

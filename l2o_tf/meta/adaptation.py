@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from l2o_tf.meta import unroll as unroll_lib
+from l2o_tf.rules import baselines
 from l2o_tf.optimizer import LearnedOptimizer
 
 
@@ -49,15 +50,30 @@ def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step
 
 @dataclasses.dataclass(frozen=True)
 class MAMLConfig:
-    """Inner loop: ``inner_steps`` SGD steps of ``inner_lr`` on one unroll's meta-loss."""
+    """Inner loop: ``inner_steps`` steps of ``inner_optimizer`` (lr ``inner_lr``) on one unroll's meta-loss.
+
+    ``inner_optimizer``: ``"sgd"`` (the reference code's) or ``"adam"``: Adam
+    from fresh moments, i.e. what :func:`adapt` does at test time, so that
+    meta-training anticipates the adaptation that will actually be run.
+    """
 
     inner_steps: int = 1
     inner_lr: float = 1e-3
     second_order: bool = False
+    inner_optimizer: str = "sgd"
+
+    INNER_OPTIMIZERS = ("sgd", "adam")
 
     def __post_init__(self):
         if self.inner_steps < 1 or self.inner_lr <= 0:
             raise ValueError(f"MAML needs inner_steps >= 1 and inner_lr > 0, got {self.inner_steps}, {self.inner_lr}.")
+        if self.inner_optimizer not in self.INNER_OPTIMIZERS:
+            raise ValueError(f"MAML inner_optimizer must be one of {self.INNER_OPTIMIZERS}, got {self.inner_optimizer!r}.")
+
+    def inner_rule(self):
+        """The inner optimizer as an update rule (the same Adam as ``keras.optimizers.Adam``, tested equal)."""
+        rule = baselines.Adam if self.inner_optimizer == "adam" else baselines.SGD
+        return rule(learning_rate=self.inner_lr)
 
 
 def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, start_step=0, return_unroll=False):
@@ -67,22 +83,26 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, sta
     (``start`` = ``(params, state)``, e.g. from :func:`fresh_optimizee`), both
     unrolled from ``start_step``.  With ``return_unroll`` the outer
     :class:`UnrollResult` (adapted weights) comes third, to carry the optimizee on.
-    Inner: ``w' = w - inner_lr * grad_w L(w; inner)`` (``inner_steps`` times).
+    Inner: ``w' = w - inner_lr * grad_w L(w; inner)`` (``inner_steps`` times; or Adam's step).
     Outer: ``L(w'; outer)``.  Second-order differentiates ``w'`` w.r.t. ``w``;
     first-order treats ``dw'/dw = I``.
     """
     weights = [w.value for w in rule.trainable_weights]
+    inner_rule = maml_config.inner_rule()
     with tf.GradientTape() as outer_tape:
         outer_tape.watch(weights)
         adapted = list(weights)
-        for _ in range(maml_config.inner_steps):
+        inner_state = inner_rule.initial_state(sum(w.shape.num_elements() for w in weights))
+        for step in range(maml_config.inner_steps):
             with tf.GradientTape() as inner_tape:
                 inner_tape.watch(adapted)
                 inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config, start_step)
             grads = inner_tape.gradient(inner_loss, adapted)
             if not maml_config.second_order:
                 grads = [tf.stop_gradient(g) for g in grads]
-            adapted = [w - maml_config.inner_lr * g for w, g in zip(adapted, grads)]
+            flat = unroll_lib.flatten(adapted)
+            updates, inner_state = inner_rule(unroll_lib.flatten(grads), flat, inner_state, tf.constant(step, tf.int64))
+            adapted = unroll_lib.unflatten(flat + updates, adapted)
         outer = unroll_with_weights(rule, adapted, task, *outer, unroll_config, start_step)
     grads = outer_tape.gradient(outer.meta_loss, weights)
     return (outer.meta_loss, grads, outer) if return_unroll else (outer.meta_loss, grads)

@@ -55,6 +55,9 @@ class MetaTrainConfig:
     reg_weight: float = 1e-4
     reg_every: int = 1
     reg_start: int = 0
+    # Optimizee step within each trajectory from which the penalty is on: the flatness of where
+    # a trajectory ends is what the penalty is for, and penalising its first steps slows them.
+    reg_trajectory_start: int = 0
     reg_num_probes: int = 1
     reg_num_iters: int = 10
     reg_gamma: float = 1.0
@@ -63,6 +66,7 @@ class MetaTrainConfig:
     maml_inner_steps: int = 0
     maml_inner_lr: float = 1e-3
     maml_second_order: bool = False
+    maml_inner_optimizer: str = "sgd"
     optimizees: int = 1
     # XLA-compile each optimizee's unroll and meta-gradient.  XLA's stateless random ops draw
     # other numbers than TF's kernels for the same seed, so this is a different (equally
@@ -89,6 +93,10 @@ class MetaTrainConfig:
             (self.validation_seeds >= 1, f"validation_seeds must be >= 1, got {self.validation_seeds}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.imitation_weight >= 0, f"imitation_weight must be >= 0, got {self.imitation_weight}"),
+            (self.reg_start >= 0 and self.reg_trajectory_start >= 0,
+             f"reg_start and reg_trajectory_start must be >= 0, got {self.reg_start}, {self.reg_trajectory_start}"),
+            (self.reg_trajectory_start % self.unroll == 0,
+             f"reg_trajectory_start ({self.reg_trajectory_start}) must be a multiple of the unroll ({self.unroll})"),
             (self.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {self.maml_inner_steps}"),
             (self.maml_inner_steps == 0 or (self.regularizer == "none" and self.imitation_weight == 0),
              "MAML meta-training does not combine with a regularizer or imitation"),
@@ -98,9 +106,17 @@ class MetaTrainConfig:
                 raise ValueError(message + ".")
         self.unroll_config()
         self.penalty()
+        self.maml_config()
 
     def unroll_config(self):
         return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss)
+
+    def maml_config(self):
+        """M-L2O's inner loop, or None for vanilla meta-training."""
+        if not self.maml_inner_steps:
+            return None
+        return adaptation.MAMLConfig(
+            self.maml_inner_steps, self.maml_inner_lr, self.maml_second_order, self.maml_inner_optimizer)
 
     def penalty(self):
         """The configured flatness penalty, or None."""
@@ -194,9 +210,7 @@ class MetaTrainer:
             self.checkpoint.teacher_state = self.teacher_state
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self.penalty = config.penalty()
-        self.maml = None
-        if config.maml_inner_steps:
-            self.maml = adaptation.MAMLConfig(config.maml_inner_steps, config.maml_inner_lr, config.maml_second_order)
+        self.maml = config.maml_config()
         self._compiled = {}
         self._run = tf.function(self._run_fn)
         self._one = tf.function(self._one_optimizee, jit_compile=True) if config.jit_compile else self._one_optimizee
@@ -296,8 +310,7 @@ class MetaTrainer:
         For checks: it is the all-reduced meta-gradient the next ``train``
         step would apply (before clipping).
         """
-        penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
-        task, penalty = self.tasks[self.member], (self.penalty if penalized else None)
+        task, penalty = self.tasks[self.member], (self.penalty if self._penalized() else None)
         grads, result = tf.function(lambda *args: self._meta_gradient_fn(task, penalty, *args))(*self._step_args())
         return result.meta_loss, grads
 
@@ -305,6 +318,11 @@ class MetaTrainer:
         return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
 
     # -- bookkeeping -----------------------------------------------------------
+    def _penalized(self):
+        """Whether the next unroll carries the flatness penalty (``reg_start``, ``reg_trajectory_start``)."""
+        return (self.penalty is not None and int(self.meta_step) >= self.config.reg_start
+                and int(self.optimizee_step) >= self.config.reg_trajectory_start)
+
     @property
     def member(self):
         """The family member the current trajectory trains on."""
@@ -405,7 +423,7 @@ class MetaTrainer:
         progress.update(int(self.meta_step))
         start_time, start_step = time.time(), int(self.meta_step)
         while int(self.meta_step) < self.config.meta_steps:
-            penalized = self.penalty is not None and int(self.meta_step) >= self.config.reg_start
+            penalized = self._penalized()
             train_step = self._step_function(self.member, penalized)
             result, finite = train_step(*self._step_args())
             meta_loss = result.meta_loss

@@ -19,11 +19,18 @@ class RNNprop(UpdateRule):
 
     The inputs ``m_hat / sqrt(v_hat)`` and ``g / sqrt(v_hat)`` (bias-corrected
     moments, beta1 = beta2 = 0.95) are invariant to the gradient's scale, which
-    is what lets RNNprop transfer across problems.  State per coordinate:
-    ``[m, v]`` followed by the LSTM stack's ``h`` and ``c``.
+    is what lets RNNprop transfer across problems.  But being scale-free they
+    cannot tell how far the gradient has shrunk, so a learned step stalls where
+    Adam (beta2 = 0.999) keeps converging.  ``long_beta_2`` (e.g. 0.999) adds a
+    slow second moment ``u``: a third input ``m_hat / sqrt(u_hat)``, small once
+    gradients have shrunk below their history, and, with ``adam_scaled``, a
+    second learned log step size on that (Adam's own) direction, so the update
+    is ``-output_scale * (exp(z1) m_hat / sqrt(v_hat) + exp(z2) m_hat / sqrt(u_hat))``.
+    State per coordinate: ``[m, v]`` (and ``u``) followed by the LSTM stack's ``h`` and ``c``.
     """
 
-    CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale", "output_form")
+    CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale", "output_form",
+                     "long_beta_2")
     OUTPUT_FORMS = ("tanh", "adam_scaled")
 
     def __init__(
@@ -35,6 +42,7 @@ class RNNprop(UpdateRule):
         epsilon=1e-8,
         output_scale=0.01,
         output_form="tanh",
+        long_beta_2=None,
         seed=0,
         name=None,
         **kwargs,
@@ -55,12 +63,15 @@ class RNNprop(UpdateRule):
             raise ValueError(f"RNNprop output_form must be one of {self.OUTPUT_FORMS}, got {output_form!r}.")
         self.output_scale = float(output_scale)
         self.output_form = output_form
+        if long_beta_2 is not None and not 0.0 <= long_beta_2 < 1.0:
+            raise ValueError(f"RNNprop needs 0 <= long_beta_2 < 1 (or None), got long_beta_2={long_beta_2}.")
+        self.long_beta_2 = None if long_beta_2 is None else float(long_beta_2)
         super().__init__(seed=seed, name=name, **kwargs)
 
     def create_weights(self):
         self.input_kernel = self.add_weight(
             name="input_kernel",
-            shape=(2, self.hidden_size),
+            shape=(self.num_inputs, self.hidden_size),
             initializer=self.weight_initializer(0),
         )
         self.input_bias = self.add_weight(
@@ -69,34 +80,55 @@ class RNNprop(UpdateRule):
         self.lstm = LSTMStack(self, self.hidden_size, self.hidden_size, self.num_layers, 1)
         self.output_kernel = self.add_weight(
             name="output_kernel",
-            shape=(self.hidden_size, 1),
+            shape=(self.hidden_size, self.num_outputs),
             initializer=self.weight_initializer(1 + self.num_layers),
         )
         self.output_bias = self.add_weight(
-            name="output_bias", shape=(1,), initializer="zeros"
+            name="output_bias", shape=(self.num_outputs,), initializer="zeros"
         )
 
     @property
-    def state_size(self):
-        return 2 + self.lstm.state_size
+    def num_moments(self):
+        """Per-coordinate moments in the state: ``m, v`` (and the slow ``u``)."""
+        return 2 if self.long_beta_2 is None else 3
 
-    def normalized_inputs(self, grads, m, v, step):
-        """Update the moments and return ``([m_hat, g] / sqrt(v_hat), m, v)``."""
-        m = self.beta_1 * m + (1.0 - self.beta_1) * grads
-        v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grads)
+    @property
+    def num_inputs(self):
+        return self.num_moments
+
+    @property
+    def num_outputs(self):
+        """One log step size per direction with ``adam_scaled``; one bounded step with ``tanh``."""
+        return self.num_moments - 1 if self.output_form == "adam_scaled" else 1
+
+    @property
+    def state_size(self):
+        return self.num_moments + self.lstm.state_size
+
+    def normalized_inputs(self, grads, moments, step):
+        """Update the moments; return ``([m_hat, g] / sqrt(v_hat) [, m_hat / sqrt(u_hat)], moments)``."""
         t = step_count(step)
+        m = self.beta_1 * moments[0] + (1.0 - self.beta_1) * grads
         m_hat = m / (1.0 - tf.pow(self.beta_1, t))
-        v_hat = v / (1.0 - tf.pow(self.beta_2, t))
-        scale = tf.sqrt(v_hat) + self.epsilon
-        return tf.stack([m_hat / scale, grads / scale], axis=1), m, v
+        new_moments, inputs = [m], []
+        for beta, second in zip((self.beta_2, self.long_beta_2), moments[1:]):
+            second = beta * second + (1.0 - beta) * tf.square(grads)
+            scale = tf.sqrt(second / (1.0 - tf.pow(beta, t))) + self.epsilon
+            new_moments.append(second)
+            inputs += [m_hat / scale, grads / scale] if not inputs else [m_hat / scale]
+        return tf.stack(inputs, axis=1), new_moments
 
     def call(self, grads, params, state, step):
-        inputs, m, v = self.normalized_inputs(grads, state[:, 0], state[:, 1], step)
+        k = self.num_moments
+        inputs, moments = self.normalized_inputs(grads, tf.unstack(state[:, :k], axis=1), step)
         embedded = tf.nn.elu(tf.matmul(inputs, self.input_kernel) + self.input_bias)
-        hidden, lstm_parts = self.lstm.step(embedded, self.lstm.split_state(state[:, 2:]))
-        logits = (tf.matmul(hidden, self.output_kernel) + self.output_bias)[:, 0]
-        new_state = tf.concat([m[:, None], v[:, None]] + lstm_parts, axis=1)
+        hidden, lstm_parts = self.lstm.step(embedded, self.lstm.split_state(state[:, k:]))
+        logits = tf.matmul(hidden, self.output_kernel) + self.output_bias
+        new_state = tf.concat([tf.stack(moments, axis=1)] + lstm_parts, axis=1)
         if self.output_form == "adam_scaled":
-            # A learned per-coordinate log step size on Adam's direction: steps shrink with m_hat near an optimum.
-            return -self.output_scale * tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * inputs[:, 0], new_state
-        return self.output_scale * tf.tanh(logits), new_state
+            # Learned per-coordinate log step sizes on Adam-like directions (m_hat / sqrt(v_hat), and
+            # m_hat / sqrt(u_hat) with long_beta_2): steps shrink with m_hat near an optimum.
+            directions = tf.gather(inputs, [0] + list(range(2, k)), axis=1)
+            steps = tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * directions
+            return -self.output_scale * tf.reduce_sum(steps, axis=1), new_state
+        return self.output_scale * tf.tanh(logits[:, 0]), new_state
