@@ -71,7 +71,7 @@ class RNNprop(UpdateRule):
     def create_weights(self):
         self.input_kernel = self.add_weight(
             name="input_kernel",
-            shape=(self.num_inputs, self.hidden_size),
+            shape=(self.num_moments, self.hidden_size),  # one input per moment: m/sqrt(v), g/sqrt(v) [, m/sqrt(u)]
             initializer=self.weight_initializer(0),
         )
         self.input_bias = self.add_weight(
@@ -93,10 +93,6 @@ class RNNprop(UpdateRule):
         return 2 if self.long_beta_2 is None else 3
 
     @property
-    def num_inputs(self):
-        return self.num_moments
-
-    @property
     def num_outputs(self):
         """One log step size per direction with ``adam_scaled``; one bounded step with ``tanh``."""
         return self.num_moments - 1 if self.output_form == "adam_scaled" else 1
@@ -110,13 +106,18 @@ class RNNprop(UpdateRule):
         t = step_count(step)
         m = self.beta_1 * moments[0] + (1.0 - self.beta_1) * grads
         m_hat = m / (1.0 - tf.pow(self.beta_1, t))
-        new_moments, inputs = [m], []
-        for beta, second in zip((self.beta_2, self.long_beta_2), moments[1:]):
-            second = beta * second + (1.0 - beta) * tf.square(grads)
-            scale = tf.sqrt(second / (1.0 - tf.pow(beta, t))) + self.epsilon
-            new_moments.append(second)
-            inputs += [m_hat / scale, grads / scale] if not inputs else [m_hat / scale]
+        v, v_scale = self._second_moment(self.beta_2, moments[1], grads, t)
+        inputs, new_moments = [m_hat / v_scale, grads / v_scale], [m, v]
+        if self.long_beta_2 is not None:
+            u, u_scale = self._second_moment(self.long_beta_2, moments[2], grads, t)
+            inputs.append(m_hat / u_scale)
+            new_moments.append(u)
         return tf.stack(inputs, axis=1), new_moments
+
+    def _second_moment(self, beta, previous, grads, t):
+        """The updated moment and ``sqrt(bias-corrected moment) + epsilon``."""
+        second = beta * previous + (1.0 - beta) * tf.square(grads)
+        return second, tf.sqrt(second / (1.0 - tf.pow(beta, t))) + self.epsilon
 
     def call(self, grads, params, state, step):
         k = self.num_moments
@@ -128,7 +129,7 @@ class RNNprop(UpdateRule):
         if self.output_form == "adam_scaled":
             # Learned per-coordinate log step sizes on Adam-like directions (m_hat / sqrt(v_hat), and
             # m_hat / sqrt(u_hat) with long_beta_2): steps shrink with m_hat near an optimum.
-            directions = tf.gather(inputs, [0] + list(range(2, k)), axis=1)
+            directions = tf.gather(inputs, [0, 2][: self.num_outputs], axis=1)  # the m_hat inputs
             steps = tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * directions
             return -self.output_scale * tf.reduce_sum(steps, axis=1), new_state
         return self.output_scale * tf.tanh(logits[:, 0]), new_state
