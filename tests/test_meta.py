@@ -53,12 +53,11 @@ def test_log_loss_meta_loss_weighs_log_losses_and_matches_finite_differences():
     rule = rules.RNNprop(hidden_size=3, num_layers=1, output_scale=0.1, seed=4)
     params, state = task.init_params(0), rule.initial_state(3)
     weights = [w.value for w in rule.trainable_weights]
+    config = UnrollConfig(length=4, second_order=True, log_loss=True)
     plain = _stateless_unroll(rule, weights, task, params, state, UnrollConfig(4, second_order=True))
-    logged = _stateless_unroll(rule, weights, task, params, state,
-                               UnrollConfig(4, second_order=True, log_loss=True))
+    logged = _stateless_unroll(rule, weights, task, params, state, config)
     np.testing.assert_allclose(logged.losses.numpy(), plain.losses.numpy())
     np.testing.assert_allclose(float(logged.meta_loss), float(np.mean(np.log(plain.losses.numpy()))), rtol=1e-6)
-    config = UnrollConfig(length=4, second_order=True, log_loss=True)
     directional_fd_check(lambda w: _stateless_unroll(rule, w, task, params, state, config).meta_loss,
                          weights, eps=1e-2, rtol=3e-2, atol=1e-4)
 
