@@ -8,25 +8,45 @@ import tensorflow as tf
 from l2o_tf.meta import MetaTrainConfig, MetaTrainer
 
 
-def time_meta_steps(steps=10, warmup=2, jit_compile=False, **config):
-    """Seconds per meta step of ``MetaTrainer.train`` (bookkeeping included), after ``warmup`` traced steps.
+class MetaStepTimer:
+    """A ``MetaTrainer`` traced and warmed up once, whose further meta steps are timed on request.
 
-    Also returns the peak CPU allocator memory of the timed steps over what
-    was allocated before them (bytes), from ``tf.config.experimental.get_memory_info``.
+    Several timers can be timed in turns (A B A B ...), so that a shared machine's drift
+    falls on every configuration alike and cancels in their ratios.
     """
-    defaults = dict(task="mnist_mlp", rule="rnnprop", unroll=20, curriculum=(200,), validate_every=10**6,
+
+    DEFAULTS = dict(task="mnist_mlp", rule="rnnprop", unroll=20, curriculum=(200,), validate_every=10**6,
                     checkpoint_every=10**6, seed=0)
-    with tempfile.TemporaryDirectory() as out_dir:
-        trainer = MetaTrainer(MetaTrainConfig(**{**defaults, **config, "meta_steps": warmup, "jit_compile": jit_compile}),
-                              out_dir)
-        trainer.train(verbose=0)
-        trainer.config.meta_steps = warmup + steps
+
+    def __init__(self, warmup=2, jit_compile=False, **config):
+        self._out_dir = tempfile.TemporaryDirectory()
+        self.trainer = MetaTrainer(
+            MetaTrainConfig(**{**self.DEFAULTS, **config, "meta_steps": warmup, "jit_compile": jit_compile}),
+            self._out_dir.name)
+        self.trainer.train(verbose=0)
+
+    def seconds_per_step(self, steps):
+        """Wall seconds per meta step of ``MetaTrainer.train`` (bookkeeping included) over ``steps`` more steps."""
+        self.trainer.config.meta_steps += steps
+        start = time.perf_counter()
+        self.trainer.train(verbose=0)
+        return (time.perf_counter() - start) / steps
+
+    def close(self):
+        self._out_dir.cleanup()
+
+
+def time_meta_steps(steps=10, warmup=2, jit_compile=False, **config):
+    """Seconds per meta step after ``warmup`` traced steps, and the peak CPU allocator memory of the
+    timed steps over what was allocated before them (bytes, ``tf.config.experimental.get_memory_info``)."""
+    timer = MetaStepTimer(warmup, jit_compile, **config)
+    try:
         tf.config.experimental.reset_memory_stats("CPU:0")
         before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        start = time.perf_counter()
-        trainer.train(verbose=0)
-        seconds = (time.perf_counter() - start) / steps
+        seconds = timer.seconds_per_step(steps)
         peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+    finally:
+        timer.close()
     return seconds, peak
 
 

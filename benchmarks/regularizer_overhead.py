@@ -1,6 +1,8 @@
-"""Meta-step time of mnist_mlp RNNprop meta-training with each flatness penalty, over vanilla."""
+"""Meta-step time of mnist_mlp RNNprop meta-training with each flatness penalty, over vanilla (timed in turns)."""
 
-from benchmarks.meta_step import time_meta_steps, warm_up
+import statistics
+
+from benchmarks.meta_step import MetaStepTimer, warm_up
 from benchmarks.timing import emit
 
 PENALTIES = {
@@ -11,14 +13,25 @@ PENALTIES = {
 }
 
 
-def measure(steps=30):
+def measure(rounds=3, steps=10):
+    """Each penalty's meta-step time over vanilla: the median over ``rounds`` of ratios taken within a
+    round, in which every configuration is timed for ``steps`` steps in turn."""
     warm_up()
-    vanilla, _ = time_meta_steps(steps=steps)
-    result = {"task": "mnist_mlp", "rule": "rnnprop", "unroll": 20, "vanilla_s": vanilla}
-    for name, config in PENALTIES.items():
-        seconds, _ = time_meta_steps(steps=steps, **config)
-        result[f"{name}_s"] = seconds
-        result[f"{name}_ratio"] = seconds / vanilla
+    timers = {"vanilla": MetaStepTimer()}
+    timers.update({name: MetaStepTimer(**config) for name, config in PENALTIES.items()})
+    times = {name: [] for name in timers}
+    try:
+        for _ in range(rounds):
+            for name, timer in timers.items():
+                times[name].append(timer.seconds_per_step(steps))
+    finally:
+        for timer in timers.values():
+            timer.close()
+    result = {"task": "mnist_mlp", "rule": "rnnprop", "unroll": 20, "rounds": rounds, "steps_per_round": steps,
+              "vanilla_s": statistics.median(times["vanilla"])}
+    for name in PENALTIES:
+        result[f"{name}_s"] = statistics.median(times[name])
+        result[f"{name}_ratio"] = statistics.median(t / v for t, v in zip(times[name], times["vanilla"]))
     return result
 
 

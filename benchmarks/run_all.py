@@ -25,7 +25,15 @@ def ratios(merged):
         out["dmlstm_meta_training_vs_pytorch_eager"] = best / torch["optimizee_steps_per_s"]
     if "regularizer_overhead" in merged:
         out["hessian_trace_1_probe_over_vanilla"] = merged["regularizer_overhead"]["hessian_trace_1_probe_ratio"]
-    entries = [v for v in merged.get("rule_flop_fraction", {}).values() if isinstance(v, dict)]
+    flops, fit = merged.get("rule_flop_fraction", {}), merged.get("fit_step_ms", {}).get("conv_1m", {})
+    if "rnnprop" in flops and "keras_adam" in fit:
+        # The fit target: the fastest fused RNNprop step over (its rule FLOPs at the matmul bound + Adam's step).
+        bound_ms = 1000 * flops["rnnprop"]["flops_per_coordinate"] * fit["keras_adam"]["parameters"] / (
+            flops["matmul_gflops"] * 1e9) + fit["keras_adam"]["ms"]
+        fused = [v["ms"] for k, v in fit.items() if k.startswith("rnnprop_fused")]
+        if fused:
+            out["rnnprop_fused_fit_over_bound"] = min(fused) / bound_ms
+    entries = [v for v in flops.values() if isinstance(v, dict)]
     for key, name in (("fraction_of_matmul", "best_rule_flop_fraction"),
                       ("max_fraction_of_matmul", "rule_flop_fraction_activation_bound")):
         values = [v[key] for v in entries if key in v]

@@ -5,8 +5,8 @@ import statistics
 import time
 
 
-def median_seconds(fn, repeats=5, warmup=1):
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+def wall_times(fn, repeats=5, warmup=1):
+    """Wall times of ``repeats`` runs of ``fn()`` after ``warmup`` untimed runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -14,7 +14,12 @@ def median_seconds(fn, repeats=5, warmup=1):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, repeats=5, warmup=1):
+    """Median wall time of ``fn()``: what a workload costs."""
+    return statistics.median(wall_times(fn, repeats, warmup))
 
 
 def emit(name, result):

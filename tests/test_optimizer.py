@@ -119,12 +119,23 @@ def test_fused_equals_per_variable():
     assert _max_diff(_weights(fused), _weights(per_var)) <= 1e-6
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_xla_rule_step_equals_the_plain_step(fused):
+    """jit_compile (XLA's own tanh and fusions) changes rounding only."""
+    plain = _weights(_fit(l2o_tf.LearnedOptimizer(rules.RNNprop(seed=3), fused=fused), steps=6))
+    fast = _fit(l2o_tf.LearnedOptimizer(rules.RNNprop(seed=3), fused=fused, jit_compile=True), steps=6)
+    assert _max_diff(_weights(fast), plain) <= 1e-6
+    assert _max_diff(plain, _weights(_mlp(1))) > 1e-4  # it did train
+
+
 def test_get_config_from_config_round_trip():
-    opt = l2o_tf.LearnedOptimizer(rules.DMLSTM(hidden_size=8, seed=5), learning_rate=0.5, clipnorm=1.0, fused=True)
+    opt = l2o_tf.LearnedOptimizer(rules.DMLSTM(hidden_size=8, seed=5), learning_rate=0.5, clipnorm=1.0, fused=True,
+                                  jit_compile=True)
     config = opt.get_config()
     clone = l2o_tf.LearnedOptimizer.from_config(config)
     assert clone.get_config() == config
     assert isinstance(clone.rule, rules.DMLSTM) and clone.rule.hidden_size == 8
+    assert clone.jit_compile
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(again, l2o_tf.LearnedOptimizer) and again.get_config() == config
 

@@ -168,3 +168,21 @@ def test_unknown_task_and_bad_arguments():
         tasks.get("lasso", width=3)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         tasks.get("lasso", sigma=0)
+
+
+def test_train_examples_keeps_only_the_first_examples_for_training_and_the_whole_test_split():
+    """The small-data regime: batches and the train loss see only the first examples; test is untouched."""
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    data = ((x, np.arange(20) % 2), (x[:7], np.zeros(7, "int64")))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    task = tasks.from_keras_model(model, data, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                  batch_size=64, train_examples=3)
+    assert task.num_train == 3
+    seen = np.unique(np.concatenate([task.train_batch(s, 0)[0].numpy()[:, 0] for s in range(5)]))
+    np.testing.assert_array_equal(seen, [0.0, 2.0, 4.0])  # the first three rows, every one drawn
+    assert task.sharpness_batch()[0].shape[0] == 3
+    assert task._load()[2].shape[0] == 7  # evaluate still scores the whole test split
+    with pytest.raises(ValueError, match="train_examples=21 but the train split .* has only 20"):
+        tasks.from_keras_model(model, data, "sparse_categorical_crossentropy", train_examples=21).num_train
+    with pytest.raises(ValueError, match="train_examples must be >= 1"):
+        tasks.from_keras_model(model, data, "sparse_categorical_crossentropy", train_examples=0)

@@ -27,6 +27,9 @@ class KerasModelTask(Task):
         batch_size: training batch size.
         preprocess: ``x -> float tensor`` applied to gathered batches (e.g. uint8 -> [0, 1]).
         eval_train_examples: how many training examples ``evaluate`` scores (the first ones).
+        train_examples: train on only the first ``train_examples`` examples of the train
+            split (``None``: all of it): a small-data regime where the optimizee overfits and
+            the generalization gap, not training progress, limits test accuracy.
     """
 
     def __init__(
@@ -39,9 +42,13 @@ class KerasModelTask(Task):
         preprocess=None,
         eval_train_examples=10000,
         eval_batch_size=2000,
+        train_examples=None,
     ):
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}.")
+        if train_examples is not None and int(train_examples) < 1:
+            raise ValueError(f"{name}: train_examples must be >= 1 (or None for the whole train split), got {train_examples}.")
+        self.train_examples = None if train_examples is None else int(train_examples)
         self.name = name
         self.model_fn = model_fn
         self.batch_size = int(batch_size)
@@ -78,6 +85,13 @@ class KerasModelTask(Task):
                 f"train split, got x_train {len(x_train)}, y_train {len(y_train)}, "
                 f"x_test {len(x_test)}, y_test {len(y_test)}."
             )
+        if self.train_examples is not None:
+            if self.train_examples > len(x_train):
+                raise ValueError(
+                    f"{self.name}: train_examples={self.train_examples} but the train split "
+                    f"({self._source}) has only {len(x_train)} examples."
+                )
+            x_train, y_train = x_train[: self.train_examples], y_train[: self.train_examples]
         # Eager tensors (even when first loaded while tracing): captured by reference in
         # tf.function, never baked into graphs.
         with tf.init_scope():
