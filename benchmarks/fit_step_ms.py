@@ -1,5 +1,5 @@
 """One model.fit train step (batch 128): Keras Adam vs LearnedOptimizer(RNNprop / DM-LSTM): per-variable, fused,
-and fused with the rule step compiled by XLA."""
+fused with the rule step compiled by XLA, and fused with the native LSTM kernel."""
 
 import keras
 import numpy as np
@@ -31,6 +31,9 @@ OPTIMIZERS = {
     # The rule step compiled with XLA on its own (Keras leaves the train step uncompiled on a CPU).
     "rnnprop_fused_xla": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, jit_compile=True),
     "dmlstm_fused_xla": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, jit_compile=True),
+    # The LSTM stack run by l2o_tf's native fused CPU kernel.
+    "rnnprop_fused_native": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, native_kernel=True),
+    "dmlstm_fused_native": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, native_kernel=True),
 }
 
 

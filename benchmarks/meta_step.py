@@ -1,5 +1,11 @@
-"""Shared by the meta-training benchmarks: the wall time of ``MetaTrainer`` meta steps and their peak memory."""
+"""Shared by the meta-training benchmarks: the wall time of ``MetaTrainer`` meta steps and their peak memory.
 
+``python -m benchmarks.meta_step RULE [xla]`` serves one warmed-up timer to another process: it prints
+``ready``, then for each line ``N`` on stdin the seconds per step of ``N`` more meta steps (pytorch_l2l
+times l2o_tf in turns with PyTorch this way, each library in its own process).
+"""
+
+import sys
 import tempfile
 import time
 
@@ -54,3 +60,17 @@ def warm_up():
     """Build and run one throwaway trainer: the process's first one pays one-off costs (thread pools,
     allocator growth) that would otherwise land on whichever configuration is timed first."""
     time_meta_steps(steps=2)
+
+
+def serve(rule, jit_compile):
+    timer = MetaStepTimer(rule=rule, jit_compile=jit_compile)
+    print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            print(timer.seconds_per_step(int(line)), flush=True)
+    finally:
+        timer.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2:] == ["xla"])

@@ -7,11 +7,16 @@ first-order (optimizee gradients detached), meta-loss the mean of the losses
 after each update, Adam 1e-3 with global-norm clip 1.  It is written the way
 the public PyTorch L2L code is (one Python iteration per optimizee step,
 ``torch.autograd.grad`` for the optimizee gradient, ``backward`` for the
-meta-gradient).  Needs ``pip install torch==2.13.0``; prints
+meta-gradient).  l2o_tf's loop is timed in turns with it, in its own process (see
+:func:`measure`).  Needs ``pip install torch==2.13.0``; prints
 ``{"pytorch_l2l": {"skipped": ...}}`` without it.
 """
 
 import math
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -19,85 +24,119 @@ import numpy as np
 from benchmarks.timing import emit
 
 
-def measure(meta_steps=10, warmup=2, unroll=20, batch_size=128, hidden=20, threads=None):
+class PyTorchL2L:
+    """The L2L loop, set up and warmed up once; further meta steps are timed on request."""
+
+    def __init__(self, torch, warmup=2, unroll=20, batch_size=128, hidden=20):
+        from l2o_tf import data  # noqa: PLC0415
+
+        torch.manual_seed(0)
+        mnist = data.load("mnist")
+        x_all = torch.tensor(mnist.x_train.reshape(len(mnist.x_train), -1), dtype=torch.float32) / 255.0
+        y_all = torch.tensor(mnist.y_train, dtype=torch.long)
+        shapes = [(784, 20), (20,), (20, 10), (10,)]
+        sizes = [math.prod(s) for s in shapes]
+
+        def init_params():
+            w1 = torch.randn(784, 20) * math.sqrt(2.0 / (784 + 20))
+            w2 = torch.randn(20, 10) * math.sqrt(2.0 / (20 + 10))
+            return torch.cat([w1.reshape(-1), torch.zeros(20), w2.reshape(-1), torch.zeros(10)])
+
+        def loss_fn(flat, x, y):
+            w1, b1, w2, b2 = (p.reshape(s) for p, s in zip(torch.split(flat, sizes), shapes))
+            logits = torch.sigmoid(x @ w1 + b1) @ w2 + b2
+            return torch.nn.functional.cross_entropy(logits, y)
+
+        def preprocess(g, k=5.0):
+            large = g.abs() >= math.exp(-k)
+            log_part = torch.where(large, g.abs().clamp_min(1e-30).log() / k, -torch.ones_like(g))
+            sign_part = torch.where(large, g.sign(), math.exp(k) * g)
+            return torch.stack([log_part, sign_part], dim=1)
+
+        cells = torch.nn.ModuleList([torch.nn.LSTMCell(2, hidden), torch.nn.LSTMCell(hidden, hidden)])
+        head = torch.nn.Linear(hidden, 1)
+        meta_params = list(cells.parameters()) + list(head.parameters())
+        meta_opt = torch.optim.Adam(meta_params, lr=1e-3)
+        n = sum(sizes)
+
+        def batch():
+            index = torch.randint(0, len(x_all), (batch_size,))
+            return x_all[index], y_all[index]
+
+        def meta_step(flat, states):
+            losses = []
+            for t in range(unroll):
+                flat = flat if flat.requires_grad else flat.requires_grad_()
+                loss = loss_fn(flat, *batch())
+                if t > 0:
+                    losses.append(loss)
+                (grad,) = torch.autograd.grad(loss, flat, retain_graph=True)
+                inputs = preprocess(grad.detach())
+                new_states = []
+                for cell, (h, c) in zip(cells, states):
+                    h, c = cell(inputs, (h, c))
+                    new_states.append((h, c))
+                    inputs = h
+                states = new_states
+                flat = flat + 0.01 * head(inputs).squeeze(1)
+            losses.append(loss_fn(flat, *batch()))
+            meta_loss = torch.stack(losses).mean()
+            meta_opt.zero_grad()
+            meta_loss.backward()
+            torch.nn.utils.clip_grad_norm_(meta_params, 1.0)
+            meta_opt.step()
+            return flat.detach(), [(h.detach(), c.detach()) for h, c in states]
+
+        self._meta_step = meta_step
+        self._final_loss = lambda: float(loss_fn(self._flat, *batch()))
+        self._flat = init_params()
+        self._states = [(torch.zeros(n, hidden), torch.zeros(n, hidden)) for _ in cells]
+        self.seconds_per_step(warmup)
+
+    def seconds_per_step(self, steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            self._flat, self._states = self._meta_step(self._flat, self._states)
+        return (time.perf_counter() - start) / steps
+
+    def final_loss_finite(self):
+        return bool(np.isfinite(self._final_loss()))
+
+
+def measure(rounds=5, steps=15, unroll=20, threads=None):
+    """PyTorch's optimizee steps/s, and l2o_tf's compiled DM-LSTM meta-training (XLA, the same
+    configuration as meta_train_steps_per_s) timed in turns with it, each in its own process, so
+    that the machine's drift falls on both alike: their ratio is the median over ``rounds`` of the
+    ratios within a round."""
     try:
         import torch  # noqa: PLC0415  (optional: only this benchmark needs it)
     except ImportError:
         return {"skipped": "torch is not installed (pip install torch==2.13.0)"}
-    from l2o_tf import data  # noqa: PLC0415
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    mnist = data.load("mnist")
-    x_all = torch.tensor(mnist.x_train.reshape(len(mnist.x_train), -1), dtype=torch.float32) / 255.0
-    y_all = torch.tensor(mnist.y_train, dtype=torch.long)
-    shapes = [(784, 20), (20,), (20, 10), (10,)]
-    sizes = [math.prod(s) for s in shapes]
-
-    def init_params():
-        w1 = torch.randn(784, 20) * math.sqrt(2.0 / (784 + 20))
-        w2 = torch.randn(20, 10) * math.sqrt(2.0 / (20 + 10))
-        return torch.cat([w1.reshape(-1), torch.zeros(20), w2.reshape(-1), torch.zeros(10)])
-
-    def loss_fn(flat, x, y):
-        w1, b1, w2, b2 = (p.reshape(s) for p, s in zip(torch.split(flat, sizes), shapes))
-        logits = torch.sigmoid(x @ w1 + b1) @ w2 + b2
-        return torch.nn.functional.cross_entropy(logits, y)
-
-    def preprocess(g, k=5.0):
-        large = g.abs() >= math.exp(-k)
-        log_part = torch.where(large, g.abs().clamp_min(1e-30).log() / k, -torch.ones_like(g))
-        sign_part = torch.where(large, g.sign(), math.exp(k) * g)
-        return torch.stack([log_part, sign_part], dim=1)
-
-    cells = torch.nn.ModuleList([torch.nn.LSTMCell(2, hidden), torch.nn.LSTMCell(hidden, hidden)])
-    head = torch.nn.Linear(hidden, 1)
-    meta_params = list(cells.parameters()) + list(head.parameters())
-    meta_opt = torch.optim.Adam(meta_params, lr=1e-3)
-    n = sum(sizes)
-
-    def batch():
-        index = torch.randint(0, len(x_all), (batch_size,))
-        return x_all[index], y_all[index]
-
-    flat = init_params()
-    states = [(torch.zeros(n, hidden), torch.zeros(n, hidden)) for _ in cells]
-
-    def meta_step(flat, states):
-        losses = []
-        for t in range(unroll):
-            flat = flat if flat.requires_grad else flat.requires_grad_()
-            loss = loss_fn(flat, *batch())
-            if t > 0:
-                losses.append(loss)
-            (grad,) = torch.autograd.grad(loss, flat, retain_graph=True)
-            inputs = preprocess(grad.detach())
-            new_states = []
-            for cell, (h, c) in zip(cells, states):
-                h, c = cell(inputs, (h, c))
-                new_states.append((h, c))
-                inputs = h
-            states = new_states
-            flat = flat + 0.01 * head(inputs).squeeze(1)
-        losses.append(loss_fn(flat, *batch()))
-        meta_loss = torch.stack(losses).mean()
-        meta_opt.zero_grad()
-        meta_loss.backward()
-        torch.nn.utils.clip_grad_norm_(meta_params, 1.0)
-        meta_opt.step()
-        return flat.detach(), [(h.detach(), c.detach()) for h, c in states]
-
-    for _ in range(warmup):
-        flat, states = meta_step(flat, states)
-    start = time.perf_counter()
-    for _ in range(meta_steps):
-        flat, states = meta_step(flat, states)
-    seconds = (time.perf_counter() - start) / meta_steps
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "unroll": unroll,
-            "seconds_per_meta_step": seconds, "optimizee_steps_per_s": unroll / seconds,
-            "final_loss_finite": bool(np.isfinite(float(loss_fn(flat, *batch()))))}
-
+    l2l = PyTorchL2L(torch, unroll=unroll)
+    l2o = subprocess.Popen([sys.executable, "-m", "benchmarks.meta_step", "dmlstm", "xla"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        while l2o.stdout.readline().strip() != "ready":
+            if l2o.poll() is not None:
+                raise RuntimeError("the l2o_tf meta-step server (benchmarks.meta_step) exited")
+        torch_s, l2o_s = [], []
+        for _ in range(rounds):
+            torch_s.append(l2l.seconds_per_step(steps))
+            l2o.stdin.write(f"{steps}\n")
+            l2o.stdin.flush()
+            l2o_s.append(float(l2o.stdout.readline()))
+    finally:
+        l2o.stdin.close()
+        l2o.wait()
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "unroll": unroll, "rounds": rounds,
+            "steps_per_round": steps, "seconds_per_meta_step": statistics.median(torch_s),
+            "optimizee_steps_per_s": unroll / statistics.median(torch_s),
+            "l2o_tf_dmlstm_xla_optimizee_steps_per_s_in_turns": unroll / statistics.median(l2o_s),
+            "l2o_tf_over_pytorch_in_turns": statistics.median(t / l for t, l in zip(torch_s, l2o_s)),
+            "final_loss_finite": l2l.final_loss_finite()}
 
 if __name__ == "__main__":
     emit("pytorch_l2l", measure())

@@ -1,17 +1,19 @@
 """FLOPs of one rule step, counted from its layer shapes, per second, over the matmul bound.
 
-It also measures why the fraction stays low on a CPU: the rule's elementwise activations
-(not counted as FLOPs) each take a pass over ``[coordinates, ...]``.  ``activation_bound``
-times one XLA ``tanh`` over all of a step's activations and gives the fraction that any
-implementation built from TF/XLA kernels could at most reach: matmul FLOPs at the bound
-plus the activations at that measured rate.
+Three implementations: TF kernels, XLA, and the native fused kernel of
+``LearnedOptimizer(native_kernel=True)`` (``l2o_tf/kernels``).  It also measures why the TF/XLA
+fractions stay low on a CPU: the rule's elementwise activations (not counted as FLOPs) each
+take a pass over ``[coordinates, ...]``.  ``activation_bound`` times one XLA ``tanh`` over all of
+a step's activations and gives the fraction that any implementation built from TF/XLA kernels
+could at most reach: matmul FLOPs at the bound plus the activations at that measured rate.
+The native kernel computes the activations in registers, so that bound does not hold for it.
 """
 
 import tensorflow as tf
 
 from benchmarks import matmul_gflops
 from benchmarks.timing import emit, median_seconds
-from l2o_tf import rules
+from l2o_tf import kernels, rules
 
 
 def flops_per_coordinate(rule):
@@ -44,13 +46,19 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
     bound_gflops = bound_gflops or matmul_gflops.measure()["gflops"]
     out = {"num_coordinates": num_coordinates, "matmul_gflops": bound_gflops}
     for name, rule in (("rnnprop", rules.RNNprop()), ("dmlstm", rules.DMLSTM())):
-        for jit in (False, True):  # XLA fuses the LSTM's elementwise gate work
+        # TF kernels; XLA, which fuses the LSTM's elementwise gate work; l2o_tf's native fused kernel.
+        for variant in ("", "_xla", "_native"):
             grads = tf.random.stateless_normal([num_coordinates], [1, 2])
             state = rule.initial_state(num_coordinates)
-            step = tf.function(lambda g, s, rule=rule: rule(g, g, s, tf.constant(3, tf.int64)), jit_compile=jit)
+
+            def apply(g, s, rule=rule, native=variant == "_native"):
+                with kernels.native(native):
+                    return rule(g, g, s, tf.constant(3, tf.int64))
+
+            step = tf.function(apply, jit_compile=variant == "_xla")
             seconds = median_seconds(lambda: [t.numpy() for t in step(grads, state)], repeats=5, warmup=2)
             gflops = flops_per_coordinate(rule) * num_coordinates / seconds / 1e9
-            out[name + ("_xla" if jit else "")] = {
+            out[name + variant] = {
                 "seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
                 "gflops": gflops, "fraction_of_matmul": gflops / bound_gflops}
         matmul_s = flops_per_coordinate(rule) * num_coordinates / (bound_gflops * 1e9)

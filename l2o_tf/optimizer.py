@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from l2o_tf import kernels
 from l2o_tf.rules.base import UpdateRule
 
 _SUPPORTED_DTYPES = ("float32", "float64")
@@ -30,6 +31,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             compile the train step (Keras leaves XLA off on CPU-only machines).
             Faster on a CPU (``benchmarks/fit_step_ms.py``); equal to the
             uncompiled step to float rounding, not bit for bit.
+        native_kernel: run the rule's LSTM stack (DM-LSTM, RNNprop) with l2o_tf's
+            native fused CPU kernel (:mod:`l2o_tf.kernels`), compiled with the
+            system C++ compiler on first use: the fastest CPU step
+            (``benchmarks/rule_flop_fraction.py``); equal to the TensorFlow step
+            to float rounding.  CPU only and forward only; it cannot be compiled
+            by XLA, so it excludes ``jit_compile`` and needs
+            ``model.compile(jit_compile=False)`` where Keras would use XLA.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
             (``clipnorm``, ``weight_decay``, ``gradient_accumulation_steps``...).
 
@@ -42,7 +50,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, rule, learning_rate=1.0, fused=False, skip_nonfinite=False, jit_compile=False,
-                 name="learned_optimizer", **kwargs):
+                 native_kernel=False, name="learned_optimizer", **kwargs):
         if isinstance(rule, dict):
             rule = keras.saving.deserialize_keras_object(rule)
         if not isinstance(rule, UpdateRule):
@@ -55,7 +63,19 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         self.fused = bool(fused)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.jit_compile = bool(jit_compile)
+        self.native_kernel = bool(native_kernel)
+        if self.jit_compile and self.native_kernel:
+            raise ValueError("LearnedOptimizer: native_kernel=True runs a custom op that XLA cannot compile; "
+                             "pass jit_compile=True or native_kernel=True, not both.")
+        if self.native_kernel:
+            kernels.load()  # build it now: a missing compiler is reported here, not mid-fit
         self._apply_rule = tf.function(self.rule, jit_compile=True) if self.jit_compile else self.rule
+
+    def _call_rule(self, *args):
+        if not self.native_kernel:
+            return self._apply_rule(*args)
+        with kernels.native():
+            return self._apply_rule(*args)
 
     def build(self, var_list):
         if self.built:
@@ -100,7 +120,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     def _rule_step(self, flat_grads, flat_params, state, learning_rate):
         """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
-        updates, new_state = self._apply_rule(flat_grads, flat_params, state, tf.convert_to_tensor(self.iterations))
+        updates, new_state = self._call_rule(flat_grads, flat_params, state, tf.convert_to_tensor(self.iterations))
         updates = tf.cast(learning_rate, tf.float32) * updates
         if self.skip_nonfinite:
             finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(updates)), tf.reduce_all(tf.math.is_finite(new_state)))
@@ -144,7 +164,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused,
-                      skip_nonfinite=self.skip_nonfinite, jit_compile=self.jit_compile)
+                      skip_nonfinite=self.skip_nonfinite, jit_compile=self.jit_compile,
+                      native_kernel=self.native_kernel)
         return config
 
 

@@ -7,6 +7,8 @@ The stack's state is stored flat as ``[n, 2 * num_layers * hidden_size]``
 
 import tensorflow as tf
 
+from l2o_tf import kernels
+
 
 class LSTMStack:
     """Weights and step of ``num_layers`` stacked LSTM cells, created on a host layer."""
@@ -45,10 +47,25 @@ class LSTMStack:
     def state_size(self):
         return 2 * self.num_layers * self.hidden_size
 
-    def __call__(self, inputs, state):
-        """One step for every row: returns (top-layer output ``[n, H]``, new flat state)."""
-        output, parts = self.step(inputs, self.split_state(state))
-        return output, tf.concat(parts, axis=1)
+    def __call__(self, inputs, state, new_prefix=None):
+        """One step for every row: returns (top-layer output ``[n, H]``, new flat state).
+
+        ``state`` may start with ``k`` columns the caller owns (a rule's moments): then
+        ``new_prefix`` ``[n, k]`` gives their new values, and the new state is
+        ``[new_prefix, h0, c0, ...]``.  Inside :func:`l2o_tf.kernels.native` (the apply step
+        of ``LearnedOptimizer(native_kernel=True)``) the native fused kernel runs this step.
+        """
+        if kernels.native_enabled():
+            if new_prefix is None:
+                new_prefix = tf.zeros([tf.shape(state)[0], 0], state.dtype)
+            scale = self._gate_scale
+            return kernels.lstm_stack_step(inputs, state, new_prefix, [kernel * scale for kernel in self.kernels],
+                                           [bias * scale for bias in self.biases])
+        if new_prefix is None:
+            output, parts = self.step(inputs, self.split_state(state))
+            return output, tf.concat(parts, axis=1)
+        output, parts = self.step(inputs, self.split_state(state[:, new_prefix.shape[1]:]))
+        return output, tf.concat([new_prefix] + parts, axis=1)
 
     def split_state(self, state):
         """The flat state ``[n, 2 * layers * H]`` as its blocks ``[h0, c0, h1, c1, ...]``, each ``[n, H]``.

@@ -123,9 +123,8 @@ class RNNprop(UpdateRule):
         k = self.num_moments
         inputs, moments = self.normalized_inputs(grads, tf.unstack(state[:, :k], axis=1), step)
         embedded = tf.nn.elu(tf.matmul(inputs, self.input_kernel) + self.input_bias)
-        hidden, lstm_parts = self.lstm.step(embedded, self.lstm.split_state(state[:, k:]))
+        hidden, new_state = self.lstm(embedded, state, new_prefix=tf.stack(moments, axis=1))
         logits = tf.matmul(hidden, self.output_kernel) + self.output_bias
-        new_state = tf.concat([tf.stack(moments, axis=1)] + lstm_parts, axis=1)
         if self.output_form == "adam_scaled":
             # Learned per-coordinate log step sizes on Adam-like directions (m_hat / sqrt(v_hat), and
             # m_hat / sqrt(u_hat) with long_beta_2): steps shrink with m_hat near an optimum.

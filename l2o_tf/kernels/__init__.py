@@ -1,0 +1,115 @@
+"""Native CPU kernels, compiled on first use against the installed TensorFlow.
+
+Only one so far: ``lstm_stack_step``, the fused forward step of
+:class:`l2o_tf.rules.lstm.LSTMStack` that :class:`l2o_tf.LearnedOptimizer` runs when built
+with ``native_kernel=True``.  The source ships with the package; the first use compiles it
+with the system C++ compiler (``$CXX``, else ``c++``) and the flags of
+``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by
+the source, the TensorFlow version and this CPU, so later processes load it in milliseconds.
+"""
+
+import contextlib
+import contextvars
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import tensorflow as tf
+
+_SOURCE = os.path.join(os.path.dirname(__file__), "lstm_stack_step.cc")
+_NATIVE = contextvars.ContextVar("l2o_tf_native_kernels", default=False)
+_library = None
+
+
+class KernelBuildError(RuntimeError):
+    """The native kernel could not be compiled or loaded (no compiler, no TF headers...)."""
+
+
+@contextlib.contextmanager
+def native(enabled=True):
+    """Within this block (while tracing), LSTM stacks run the native fused kernel."""
+    token = _NATIVE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _NATIVE.reset(token)
+
+
+def native_enabled():
+    return _NATIVE.get()
+
+
+def _compiler():
+    """The C++ compiler: ``$CXX`` if set, else the first of c++, g++, clang++ on the PATH."""
+    requested = os.environ.get("CXX")
+    candidates = [requested] if requested else ["c++", "g++", "clang++"]
+    for name in candidates:
+        path = shutil.which(name)
+        if path:
+            return path
+    wanted = f"$CXX={requested!r} is not an executable" if requested else "none of c++, g++, clang++ is on the PATH"
+    raise KernelBuildError(
+        f"native_kernel=True needs a C++ compiler to build l2o_tf's fused LSTM kernel: {wanted} "
+        "(install g++ or set $CXX); native_kernel=False runs the same step in TensorFlow.")
+
+
+def _cpu_signature():
+    """The CPU's model and feature flags: the kernel is built with -march=native."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = [line for line in cpuinfo if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _command(compiler, output):
+    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=fast", "-w", _SOURCE, "-o", output]
+            + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
+
+
+def library_path():
+    """Path of the compiled kernel for this source, TensorFlow and CPU (built if missing)."""
+    compiler = _compiler()
+    with open(_SOURCE, "rb") as source:
+        key = hashlib.sha256(source.read())
+    for part in (tf.__version__, compiler, " ".join(_command(compiler, "")), _cpu_signature()):
+        key.update(part.encode())
+    cache = os.environ.get("L2O_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "l2o_tf", "kernels")
+    path = os.path.join(cache, f"lstm_stack_step-{key.hexdigest()[:16]}.so")
+    if os.path.exists(path):
+        return path
+    os.makedirs(cache, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(suffix=".so", dir=cache)
+    os.close(handle)
+    result = subprocess.run(_command(compiler, scratch), capture_output=True, text=True)
+    if result.returncode != 0:
+        os.unlink(scratch)
+        raise KernelBuildError(f"compiling {_SOURCE} failed ({compiler}):\n{result.stderr[-3000:]}")
+    os.replace(scratch, path)  # atomic: concurrent builders never load a half-written file
+    return path
+
+
+def load():
+    """The op library (compiled on first use); raises :class:`KernelBuildError` if it cannot be."""
+    global _library
+    if _library is None:
+        path = library_path()
+        try:
+            _library = tf.load_op_library(path)
+        except (tf.errors.NotFoundError, OSError) as error:
+            raise KernelBuildError(f"loading the compiled kernel {path} failed: {error}") from error
+    return _library
+
+
+def lstm_stack_step(inputs, state, new_prefix, kernels, biases):
+    """One fused LSTM-stack step for every row (forward only; see ``lstm_stack_step.cc``).
+
+    ``state`` is ``[n, k + 2 * layers * H]``: ``k`` columns the caller owns, then ``h, c`` of
+    each layer; the new state's first ``k`` columns are ``new_prefix``.  ``kernels`` and
+    ``biases`` are already multiplied by the gate scale.  Returns (top output, new state).
+    """
+    return load().l2o_lstm_stack_step(inputs, state, new_prefix, kernels, biases)

@@ -1,0 +1,136 @@
+"""The native fused LSTM-stack kernel: equal to the TensorFlow step, in the rules and in Keras fit; clear errors."""
+
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2o_tf
+from l2o_tf import kernels, rules
+
+pytestmark = pytest.mark.skipif(
+    not any(shutil.which(name) for name in ("c++", "g++", "clang++")),
+    reason="no C++ compiler on this machine to build the native kernel",
+)
+
+
+def _random_state(rule, n, seed):
+    """A state far from the initial one: moments >= 0, LSTM h and c of both signs and |c| > 1."""
+    gen = np.random.default_rng(seed)
+    state = gen.normal(scale=2.0, size=(n, rule.state_size)).astype("float32")
+    moments = getattr(rule, "num_moments", 0)
+    state[:, :moments] = np.abs(state[:, :moments])
+    return tf.constant(state)
+
+
+RULES = {
+    "rnnprop": lambda: rules.RNNprop(hidden_size=5, num_layers=2),
+    "rnnprop_long_adam_scaled": lambda: rules.RNNprop(hidden_size=3, num_layers=3, long_beta_2=0.999,
+                                                      output_form="adam_scaled"),
+    "dmlstm": lambda: rules.DMLSTM(hidden_size=7, num_layers=2),
+    "dmlstm_one_layer_raw": lambda: rules.DMLSTM(hidden_size=4, num_layers=1, preprocess=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("n", [1, 37, 200])  # one row, a partial block, several blocks with a tail
+def test_rule_step_equals_tensorflow_step(name, n):
+    rule = RULES[name]()
+    gen = np.random.default_rng(n)
+    grads = tf.constant(gen.normal(scale=3.0, size=n).astype("float32"))
+    params = tf.constant(gen.normal(size=n).astype("float32"))
+    state = _random_state(rule, n, seed=n + 1)
+    step = tf.constant(4, tf.int64)
+    expected_updates, expected_state = rule(grads, params, state, step)
+    with kernels.native():
+        updates, new_state = tf.function(rule)(grads, params, state, step)
+    assert new_state.shape == expected_state.shape
+    np.testing.assert_allclose(updates.numpy(), expected_updates.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(new_state.numpy(), expected_state.numpy(), rtol=1e-5, atol=1e-6)
+    # The rule's moments (the columns the kernel copies through) are bit-identical.
+    moments = getattr(rule, "num_moments", 0)
+    np.testing.assert_array_equal(new_state.numpy()[:, :moments], expected_state.numpy()[:, :moments])
+
+
+def test_saturated_gates_stay_finite_and_equal():
+    """Pre-activations far beyond tanh's clamp (|z| > 7.9) give the same saturated cell as TF."""
+    rule = rules.DMLSTM(hidden_size=4, num_layers=2, preprocess=False)
+    for weight in rule.trainable_weights:
+        weight.assign(weight * 200.0)
+    grads = tf.constant(np.linspace(-50.0, 50.0, 64).astype("float32"))
+    state = _random_state(rule, 64, seed=3)
+    step = tf.constant(1, tf.int64)
+    expected = rule(grads, grads, state, step)
+    with kernels.native():
+        got = rule(grads, grads, state, step)
+    for a, b in zip(got, expected):
+        assert np.all(np.isfinite(a.numpy()))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _fit_weights(native_kernel, fused):
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(96, 12)).astype("float32")
+    y = gen.integers(0, 4, 96)
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(4)])
+    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(), fused=fused, native_kernel=native_kernel)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
+    initial = [w.numpy() for w in model.trainable_weights]
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return initial, [w.numpy() for w in model.trainable_weights], optimizer
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_keras_fit_with_native_kernel_equals_tensorflow_step(fused):
+    initial, reference, _ = _fit_weights(native_kernel=False, fused=fused)
+    _, native, optimizer = _fit_weights(native_kernel=True, fused=fused)
+    assert optimizer.iterations.numpy() == 6
+    for a, b in zip(native, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The fit moved every weight by far more than that tolerance: the comparison has teeth.
+    assert min(float(np.abs(a - b).max()) for a, b in zip(reference, initial)) > 1e-3
+
+
+def test_native_kernel_round_trips_in_config():
+    optimizer = l2o_tf.LearnedOptimizer(rules.DMLSTM(), native_kernel=True)
+    config = optimizer.get_config()
+    assert config["native_kernel"] is True
+    assert l2o_tf.LearnedOptimizer.from_config(config).native_kernel
+
+
+def test_native_kernel_with_jit_compile_is_refused():
+    with pytest.raises(ValueError, match="native_kernel=True.*XLA"):
+        l2o_tf.LearnedOptimizer(rules.RNNprop(), jit_compile=True, native_kernel=True)
+
+
+def test_wrong_shapes_name_the_problem():
+    rule = rules.RNNprop(hidden_size=4, num_layers=1)
+    kernel, bias = rule.lstm.kernels[0], rule.lstm.biases[0]
+    inputs = tf.zeros([5, 4])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \[n, new_prefix columns"):
+        kernels.lstm_stack_step(inputs, tf.zeros([5, 9]), tf.zeros([5, 2]), [kernel], [bias])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="layer 0 needs kernel"):
+        kernels.lstm_stack_step(tf.zeros([5, 3]), tf.zeros([5, 10]), tf.zeros([5, 2]), [kernel], [bias])
+
+
+def test_missing_compiler_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("L2O_KERNEL_CACHE", str(tmp_path))
+    with pytest.raises(kernels.KernelBuildError, match=r"needs a C\+\+ compiler.*CXX"):
+        kernels.library_path()
+
+
+def test_tensorflow_path_is_the_default():
+    """Outside native(): no custom op in the traced rule, so unrolls stay differentiable and exportable."""
+    rule = rules.RNNprop(hidden_size=3, num_layers=1)
+    n = 8
+    args = (tf.ones([n]), tf.ones([n]), rule.initial_state(n), tf.constant(1, tf.int64))
+    ops = {op.type for op in tf.function(rule).get_concrete_function(*args).graph.get_operations()}
+    assert "L2oLstmStackStep" not in ops
+    with kernels.native():
+        ops = {op.type for op in tf.function(rule).get_concrete_function(*args).graph.get_operations()}
+    assert "L2oLstmStackStep" in ops
