@@ -71,12 +71,6 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             kernels.load()  # build it now: a missing compiler is reported here, not mid-fit
         self._apply_rule = tf.function(self.rule, jit_compile=True) if self.jit_compile else self.rule
 
-    def _call_rule(self, *args):
-        if not self.native_kernel:
-            return self._apply_rule(*args)
-        with kernels.native():
-            return self._apply_rule(*args)
-
     def build(self, var_list):
         if self.built:
             return
@@ -120,7 +114,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     def _rule_step(self, flat_grads, flat_params, state, learning_rate):
         """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
-        updates, new_state = self._call_rule(flat_grads, flat_params, state, tf.convert_to_tensor(self.iterations))
+        with kernels.native(self.native_kernel):
+            updates, new_state = self._apply_rule(flat_grads, flat_params, state,
+                                                  tf.convert_to_tensor(self.iterations))
         updates = tf.cast(learning_rate, tf.float32) * updates
         if self.skip_nonfinite:
             finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(updates)), tf.reduce_all(tf.math.is_finite(new_state)))

@@ -215,8 +215,8 @@ class LstmStackStepOp : public OpKernel {
 #if defined(__AVX512F__)
         if (rows == kBlock) {
           for (int c = 0; c < kCols; ++c) {
-            LoadTransposed(x_in + (row0 + c * 16) * in_size, in_size, in_size, xf + c * 16);
-            LoadTransposed(s_in + (row0 + c * 16) * width + k0, width, lstm_width, of + c * 16);
+            LoadTransposed(x_in + (row0 + c * kLanes) * in_size, in_size, in_size, xf + c * kLanes);
+            LoadTransposed(s_in + (row0 + c * kLanes) * width + k0, width, lstm_width, of + c * kLanes);
           }
         } else  // NOLINT: the last, partial block takes the scalar copy below
 #endif
@@ -263,8 +263,8 @@ class LstmStackStepOp : public OpKernel {
 #if defined(__AVX512F__)
         if (rows == kBlock) {
           for (int c = 0; c < kCols; ++c) {
-            StoreTransposed(nf + c * 16, lstm_width, s_out + (row0 + c * 16) * width + k0, width);
-            StoreTransposed(top + c * 16, hidden, out + (row0 + c * 16) * hidden, hidden);
+            StoreTransposed(nf + c * kLanes, lstm_width, s_out + (row0 + c * kLanes) * width + k0, width);
+            StoreTransposed(top + c * kLanes, hidden, out + (row0 + c * kLanes) * hidden, hidden);
           }
           continue;
         }
