@@ -138,5 +138,6 @@ def measure(rounds=5, steps=15, unroll=20, threads=None):
             "l2o_tf_over_pytorch_in_turns": statistics.median(t / l for t, l in zip(torch_s, l2o_s)),
             "final_loss_finite": l2l.final_loss_finite()}
 
+
 if __name__ == "__main__":
     emit("pytorch_l2l", measure())

@@ -20,7 +20,7 @@ def ratios(merged):
     """The issue's targets as ratios of figures measured in this one run (absent figures are left out)."""
     out = {}
     meta, torch = merged.get("meta_train_steps_per_s", {}), merged.get("pytorch_l2l", {})
-    if "l2o_tf_over_pytorch_in_turns" in torch:  # timed in turns in one process: drift cancels
+    if "l2o_tf_over_pytorch_in_turns" in torch:  # timed in turns (two processes): drift cancels
         out["dmlstm_meta_training_vs_pytorch_eager"] = torch["l2o_tf_over_pytorch_in_turns"]
     elif "dmlstm_optimizee_steps_per_s" in meta and "optimizee_steps_per_s" in torch:
         best = max(meta["dmlstm_optimizee_steps_per_s"], meta.get("dmlstm_xla_optimizee_steps_per_s", 0))

@@ -3,9 +3,10 @@
 Only one so far: ``lstm_stack_step``, the fused forward step of
 :class:`l2o_tf.rules.lstm.LSTMStack` that :class:`l2o_tf.LearnedOptimizer` runs when built
 with ``native_kernel=True``.  The source ships with the package; the first use compiles it
-with the system C++ compiler (``$CXX``, else ``c++``) and the flags of
+with the system C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of
 ``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by
-the source, the TensorFlow version and this CPU, so later processes load it in milliseconds.
+the source, the TensorFlow version, the compiler and its flags, and this CPU, so later
+processes load it in milliseconds.
 """
 
 import contextlib

@@ -11,7 +11,6 @@
 // Forward only: it serves LearnedOptimizer's apply step, never a differentiated unroll.
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"

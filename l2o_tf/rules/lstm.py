@@ -61,11 +61,9 @@ class LSTMStack:
             scale = self._gate_scale
             return kernels.lstm_stack_step(inputs, state, new_prefix, [kernel * scale for kernel in self.kernels],
                                            [bias * scale for bias in self.biases])
-        if new_prefix is None:
-            output, parts = self.step(inputs, self.split_state(state))
-            return output, tf.concat(parts, axis=1)
-        output, parts = self.step(inputs, self.split_state(state[:, new_prefix.shape[1]:]))
-        return output, tf.concat([new_prefix] + parts, axis=1)
+        prefix = [] if new_prefix is None else [new_prefix]
+        output, parts = self.step(inputs, self.split_state(state[:, new_prefix.shape[1]:] if prefix else state))
+        return output, tf.concat(prefix + parts, axis=1)
 
     def split_state(self, state):
         """The flat state ``[n, 2 * layers * H]`` as its blocks ``[h0, c0, h1, c1, ...]``, each ``[n, H]``.
