@@ -1,8 +1,8 @@
 """Shared by the meta-training benchmarks: the wall time of ``MetaTrainer`` meta steps and their peak memory.
 
-``python -m benchmarks.meta_step RULE [xla]`` serves one warmed-up timer to another process: it prints
-``ready``, then for each line ``N`` on stdin the seconds per step of ``N`` more meta steps (pytorch_l2l
-times l2o_tf in turns with PyTorch this way, each library in its own process).
+``python -m benchmarks.meta_step RULE [xla|native]`` serves one warmed-up timer to another process: it
+prints ``ready``, then for each line ``N`` on stdin the seconds per step of ``N`` more meta steps
+(pytorch_l2l times l2o_tf in turns with PyTorch this way, each library in its own process).
 """
 
 import sys
@@ -62,8 +62,11 @@ def warm_up():
     time_meta_steps(steps=2)
 
 
-def serve(rule, jit_compile):
-    timer = MetaStepTimer(rule=rule, jit_compile=jit_compile)
+VARIANTS = {"": {}, "xla": {"jit_compile": True}, "native": {"native_kernel": True}}
+
+
+def serve(rule, variant):
+    timer = MetaStepTimer(rule=rule, **VARIANTS[variant])
     print("ready", flush=True)
     try:
         for line in sys.stdin:
@@ -73,4 +76,4 @@ def serve(rule, jit_compile):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2:] == ["xla"])
+    serve(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")

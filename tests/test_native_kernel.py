@@ -1,5 +1,7 @@
-"""The native fused LSTM-stack kernel: equal to the TensorFlow step, in the rules and in Keras fit; clear errors."""
+"""The native fused LSTM-stack kernels: equal to the TensorFlow step and its gradient, in the rules, in Keras fit
+and in meta-training; deterministic; clear errors."""
 
+import json
 import shutil
 
 import keras
@@ -8,7 +10,10 @@ import pytest
 import tensorflow as tf
 
 import l2o_tf
-from l2o_tf import kernels, rules
+from l2o_tf import kernels, rules, tasks
+from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
+from l2o_tf.meta import unroll as unroll_lib
+from numerics import directional_fd_check
 
 pytestmark = pytest.mark.skipif(
     not any(shutil.which(name) for name in ("c++", "g++", "clang++")),
@@ -134,3 +139,100 @@ def test_tensorflow_path_is_the_default():
     with kernels.native():
         ops = {op.type for op in tf.function(rule).get_concrete_function(*args).graph.get_operations()}
     assert "L2oLstmStackStep" in ops
+
+
+def _two_step_gradients(rule, n, native):
+    """Gradients of a loss of two chained rule steps w.r.t. the rule's weights, the first state and the
+    gradient input (through the rules' preprocessing: the kernel's input gradient)."""
+    gen = np.random.default_rng(n)
+    grads = tf.constant(gen.normal(scale=3.0, size=n).astype("float32"))
+    state = _random_state(rule, n, seed=n + 1)
+    with tf.GradientTape() as tape:
+        tape.watch([grads, state])
+        with kernels.native(native):
+            updates, new_state = rule(grads, grads, state, tf.constant(3, tf.int64))
+            later, last_state = rule(0.5 * grads + updates, grads, new_state, tf.constant(4, tf.int64))
+        loss = tf.reduce_sum(tf.sin(100.0 * later)) + tf.reduce_sum(tf.cos(last_state)) + 1e4 * tf.reduce_sum(updates ** 2)
+    return tape.gradient(loss, rule.trainable_weights + [state, grads])
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("n", [37, 200])
+def test_gradient_equals_tensorflow_gradient(name, n):
+    rule = RULES[name]()
+    expected = _two_step_gradients(rule, n, native=False)
+    got = _two_step_gradients(rule, n, native=True)
+    for a, b in zip(got, expected):
+        scale = float(np.abs(b.numpy()).max())
+        assert scale > 0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_weight_gradients_are_deterministic():
+    """Summed per fixed partition, in order: the same bits on every call (exact meta-training resume)."""
+    rule = rules.DMLSTM(hidden_size=6, num_layers=2)
+    n = 32 * 70 + 5  # more blocks than partitions, and a partial block
+    first = _two_step_gradients(rule, n, native=True)
+    second = _two_step_gradients(rule, n, native=True)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("rule_cls", [rules.RNNprop, rules.DMLSTM])
+def test_native_meta_gradient_matches_finite_differences(rule_cls):
+    """Second order (the optimizee gradient depends on the parameters): the kernel's input gradient is exercised."""
+    task = tasks.quadratic(batch_size=2, dim=3, init_stddev=1.0)
+    rule = rule_cls(hidden_size=3, num_layers=2, output_scale=0.1, seed=2)
+    config = UnrollConfig(length=4, second_order=True)
+    params, state = task.init_params(0), rule.initial_state(6)
+
+    class Bound:
+        def __init__(self, weights):
+            self.weights = weights
+
+        def __call__(self, *args):
+            out, _ = rule.stateless_call(self.weights, [], *args)
+            return out
+
+    def meta_loss(weights):
+        with kernels.native():
+            return unroll_lib.unroll(task, Bound(weights), params, state, 0, 0, config).meta_loss
+
+    directional_fd_check(meta_loss, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-4)
+
+
+def _quadratic_trainer(tmp_path, **overrides):
+    config = dict(task="quadratic", task_kwargs={"batch_size": 8, "dim": 40}, rule="dmlstm",
+                  rule_kwargs={"hidden_size": 6, "output_scale": 0.1}, unroll=5, curriculum=(20,), meta_steps=3,
+                  meta_lr=1e-2, validate_every=1000, checkpoint_every=1000)
+    config.update(overrides)
+    return MetaTrainer(MetaTrainConfig(**config), str(tmp_path))
+
+
+def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch):
+    traced = []
+    step = kernels.lstm_stack_step
+    monkeypatch.setattr(kernels, "lstm_stack_step", lambda *args: traced.append(1) or step(*args))
+    reference = _quadratic_trainer(tmp_path / "tf")
+    native = _quadratic_trainer(tmp_path / "native", native_kernel=True)
+    loss, grads = reference.meta_gradient()
+    assert not traced
+    native_loss, native_grads = native.meta_gradient()
+    assert len(traced) == 5  # the unroll's steps ran the kernel
+    np.testing.assert_allclose(float(native_loss), float(loss), rtol=1e-5)
+    for a, b in zip(native_grads, grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5 * float(np.abs(b.numpy()).max()))
+    reference.train(verbose=0)
+    native.train(verbose=0)
+    for a, b in zip(native.rule.weights, reference.rule.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert json.loads(open(tmp_path / "native" / "config.json").read())["native_kernel"] is True
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"jit_compile": True}, "jit_compile or native_kernel, not both"),
+    ({"maml_inner_steps": 1, "maml_second_order": True}, "does not combine with maml_second_order"),
+])
+def test_meta_trainer_native_kernel_conflicts_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        MetaTrainConfig(task="quadratic", native_kernel=True, **overrides)

@@ -67,6 +67,8 @@ flags.DEFINE_list("devices", [], "mirrored: the devices to mirror over, e.g. /gp
 flags.DEFINE_string("tpu", "", "tpu: the TPU address ('local' on a TPU VM).")
 flags.DEFINE_boolean("recompute", False, "Recompute the rule's activations in the backward pass: less memory for long unrolls.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the unrolls with XLA (its random batches differ from the non-XLA run's).")
+flags.DEFINE_boolean("native_kernel", False, "Run the rule's LSTM stack (forward and backward) with l2o_tf's native "
+                     "fused CPU kernels (needs a C++ compiler; excludes --jit_compile).")
 flags.DEFINE_boolean("deterministic", True, "Enable TF op determinism (exact resume).")
 flags.mark_flag_as_required("out_dir")
 
@@ -114,6 +116,7 @@ def main(argv):
         optimizees=FLAGS.optimizees,
         jit_compile=FLAGS.jit_compile,
         recompute=FLAGS.recompute,
+        native_kernel=FLAGS.native_kernel,
     )
     out_dir = strategies.worker_out_dir(os.path.abspath(FLAGS.out_dir))
     trainer = MetaTrainer(config, out_dir, strategy=strategy)

@@ -1,8 +1,9 @@
 """Native CPU kernels, compiled on first use against the installed TensorFlow.
 
-Only one so far: ``lstm_stack_step``, the fused forward step of
-:class:`l2o_tf.rules.lstm.LSTMStack` that :class:`l2o_tf.LearnedOptimizer` runs when built
-with ``native_kernel=True``.  The source ships with the package; the first use compiles it
+One so far: ``lstm_stack_step``, the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`
+that :class:`l2o_tf.LearnedOptimizer` runs when built with ``native_kernel=True``, with its
+gradient (a second fused op), so that meta-training unrolls
+(``MetaTrainConfig(native_kernel=True)``) run it too.  The source ships with the package; the first use compiles it
 with the system C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of
 ``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by
 the source, the TensorFlow version, the compiler and its flags, and this CPU, so later
@@ -107,10 +108,23 @@ def load():
 
 
 def lstm_stack_step(inputs, state, new_prefix, kernels, biases):
-    """One fused LSTM-stack step for every row (forward only; see ``lstm_stack_step.cc``).
+    """One fused LSTM-stack step for every row (differentiable; see ``lstm_stack_step.cc``).
 
     ``state`` is ``[n, k + 2 * layers * H]``: ``k`` columns the caller owns, then ``h, c`` of
     each layer; the new state's first ``k`` columns are ``new_prefix``.  ``kernels`` and
     ``biases`` are already multiplied by the gate scale.  Returns (top output, new state).
     """
     return load().l2o_lstm_stack_step(inputs, state, new_prefix, kernels, biases)
+
+
+@tf.RegisterGradient("L2oLstmStackStep")
+def _lstm_stack_step_grad(op, d_output, d_new_state):
+    """The fused backward op for inputs, state and weights; ``new_prefix`` gets its columns of ``d_new_state``."""
+    layers = op.get_attr("num_layers")
+    inputs, state, new_prefix = op.inputs[:3]
+    kernels, biases = op.inputs[3:3 + layers], op.inputs[3 + layers:]
+    d_output = tf.zeros_like(op.outputs[0]) if d_output is None else d_output
+    d_new_state = tf.zeros_like(op.outputs[1]) if d_new_state is None else d_new_state
+    d_inputs, d_state, d_kernels, d_biases = load().l2o_lstm_stack_step_grad(
+        inputs, state, d_output, d_new_state, kernels, biases)
+    return [d_inputs, d_state, d_new_state[:, :tf.shape(new_prefix)[1]]] + list(d_kernels) + list(d_biases)

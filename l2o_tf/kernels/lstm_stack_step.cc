@@ -8,7 +8,7 @@
 //   t = tanh([x, h] W + b);  c' = ((1 + f) c + (1 + i) g) / 2;  h' = (1 + o) tanh(c') / 2.
 // tanh is Eigen's float rational approximation, the one TF's own CPU tanh uses, so the two
 // steps agree to float rounding (the matmul's summation order differs).
-// Forward only: it serves LearnedOptimizer's apply step, never a differentiated unroll.
+// L2oLstmStackStepGrad is its gradient, so that meta-training unrolls can run it too.
 
 #include <algorithm>
 #include <vector>
@@ -29,6 +29,7 @@ using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::OpInputList;
+using ::tensorflow::OpOutputList;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
@@ -57,8 +58,12 @@ inline Vec Tanh(Vec x) {
 #else
   const Vec bound = Splat(7.90738964080810547f);
 #endif
+#if defined(__AVX512F__)
+  x = (Vec)_mm512_max_ps((__m512)(-bound), _mm512_min_ps((__m512)bound, (__m512)x));  // a NaN x stays NaN
+#else
   x = x > bound ? bound : x;
   x = x < -bound ? -bound : x;
+#endif
   const Vec x2 = x * x;
   Vec p = x2 * 1.394553628e-8f + 2.102733560e-5f;
   p = p * x2 + 3.520756727e-3f;
@@ -124,27 +129,242 @@ inline void StoreTransposed(const float* src, int cols, float* dst, int64_t stri
 }
 #endif
 
-// gates[j] = tanh(sum_k xh[k] w[k, j] + b[j]) for the block's coordinates; xh[k] and
-// gates[j] are kCols vectors each.  w is [rows_in, gates_padded] with the gate columns padded
-// to whole chunks (zero weights and bias), so the chunk loop has no tail.
-void Gates(const Vec* xh, int rows_in, const float* w, const float* b, int gates_padded, Vec* gates) {
-  for (int j0 = 0; j0 < gates_padded; j0 += kGateChunk) {
+// out[j] = sum_k in[k] w[k, j] (+ b[j]) (then tanh) for the block's coordinates; in[k] and
+// out[j] are kCols vectors each.  w is [rows_in, cols_padded] with the columns padded to
+// whole chunks (zero weights and bias), so the chunk loop has no tail.  The forward step's
+// gates and the backward step's input gradients (with w transposed) are both this product.
+template <bool kTanh>
+void Affine(const Vec* in, int rows_in, const float* w, const float* b, int cols_padded, Vec* out) {
+  for (int j0 = 0; j0 < cols_padded; j0 += kGateChunk) {
     Vec acc[kGateChunk][kCols];
     for (int j = 0; j < kGateChunk; ++j)
-      for (int c = 0; c < kCols; ++c) acc[j][c] = Splat(b[j0 + j]);
+      for (int c = 0; c < kCols; ++c) acc[j][c] = Splat(b == nullptr ? 0.0f : b[j0 + j]);
     for (int k = 0; k < rows_in; ++k) {
-      const float* wk = w + k * gates_padded + j0;
+      const float* wk = w + k * cols_padded + j0;
       Vec x[kCols];
-      for (int c = 0; c < kCols; ++c) x[c] = xh[k * kCols + c];
+      for (int c = 0; c < kCols; ++c) x[c] = in[k * kCols + c];
       for (int j = 0; j < kGateChunk; ++j) {
         const Vec wj = Splat(wk[j]);
         for (int c = 0; c < kCols; ++c) acc[j][c] += x[c] * wj;
       }
     }
     for (int j = 0; j < kGateChunk; ++j)
-      for (int c = 0; c < kCols; ++c) gates[(j0 + j) * kCols + c] = Tanh(acc[j][c]);
+      for (int c = 0; c < kCols; ++c) out[(j0 + j) * kCols + c] = kTanh ? Tanh(acc[j][c]) : acc[j][c];
   }
 }
+
+// acc[k, j] += sum_v x[k, v] * d[j, v] over `count` vectors v (lanes stay apart until the
+// partition's end): the weight gradient's outer products, over a super-block of blocks at a
+// time so that each accumulator tile stays in registers for 2 * count multiply-adds.
+// x is [rows (a multiple of 4), stride] vectors, d [cols (a multiple of 4), stride], acc [rows, cols].
+void AccumulateOuter(const Vec* x, int rows, const Vec* d, int cols, int stride, int count, Vec* acc) {
+  for (int k0 = 0; k0 < rows; k0 += 4)
+    for (int j0 = 0; j0 < cols; j0 += 4) {
+      const Vec* __restrict x0 = x + k0 * stride;
+      const Vec* __restrict x1 = x0 + stride;
+      const Vec* __restrict x2 = x1 + stride;
+      const Vec* __restrict x3 = x2 + stride;
+      const Vec* __restrict d0 = d + j0 * stride;
+      const Vec* __restrict d1 = d0 + stride;
+      const Vec* __restrict d2 = d1 + stride;
+      const Vec* __restrict d3 = d2 + stride;
+      Vec* a0 = acc + k0 * cols + j0;
+      Vec* a1 = a0 + cols;
+      Vec* a2 = a1 + cols;
+      Vec* a3 = a2 + cols;
+      Vec t00 = a0[0], t01 = a0[1], t02 = a0[2], t03 = a0[3], t10 = a1[0], t11 = a1[1], t12 = a1[2], t13 = a1[3];
+      Vec t20 = a2[0], t21 = a2[1], t22 = a2[2], t23 = a2[3], t30 = a3[0], t31 = a3[1], t32 = a3[2], t33 = a3[3];
+      for (int v = 0; v < count; ++v) {
+        const Vec u0 = x0[v], u1 = x1[v], u2 = x2[v], u3 = x3[v];
+        const Vec e0 = d0[v], e1 = d1[v], e2 = d2[v], e3 = d3[v];
+        t00 += u0 * e0; t01 += u0 * e1; t02 += u0 * e2; t03 += u0 * e3;
+        t10 += u1 * e0; t11 += u1 * e1; t12 += u1 * e2; t13 += u1 * e3;
+        t20 += u2 * e0; t21 += u2 * e1; t22 += u2 * e2; t23 += u2 * e3;
+        t30 += u3 * e0; t31 += u3 * e1; t32 += u3 * e2; t33 += u3 * e3;
+      }
+      a0[0] = t00; a0[1] = t01; a0[2] = t02; a0[3] = t03; a1[0] = t10; a1[1] = t11; a1[2] = t12; a1[3] = t13;
+      a2[0] = t20; a2[1] = t21; a2[2] = t22; a2[3] = t23; a3[0] = t30; a3[1] = t31; a3[2] = t32; a3[3] = t33;
+    }
+}
+
+inline int RoundUp4(int x) { return (x + 3) / 4 * 4; }
+
+inline int RoundUp(int x) { return (x + kGateChunk - 1) / kGateChunk * kGateChunk; }
+
+// The stack's sizes, its weights padded for Affine, and the block-level steps shared by the
+// forward and backward ops.
+class Stack {
+ public:
+  Stack(int in_size, int hidden, int layers) : in_size(in_size), hidden(hidden), layers(layers) {
+    padded = RoundUp(4 * hidden);
+    lstm_width = 2 * layers * hidden;
+  }
+
+  int rows_in(int l) const { return (l == 0 ? in_size : hidden) + hidden; }
+  int64_t xh_offset(int l) const { return l == 0 ? 0 : (in_size + hidden + (l - 1) * 2 * hidden) * kCols; }
+
+  // The weights as [rows_in, padded] (forward) and, for the backward op, transposed as
+  // [padded, RoundUp(rows_in)].
+  void SetWeights(const OpInputList& kernels, const OpInputList& biases, bool transposed) {
+    weights.assign(layers, {});
+    bias.assign(layers, {});
+    weights_t.assign(layers, {});
+    for (int l = 0; l < layers; ++l) {
+      const int rows = rows_in(l);
+      const float* w = kernels[l].flat<float>().data();
+      weights[l].assign(rows * padded, 0.0f);
+      bias[l].assign(padded, 0.0f);
+      for (int k = 0; k < rows; ++k) std::copy(w + k * 4 * hidden, w + (k + 1) * 4 * hidden, &weights[l][k * padded]);
+      std::copy(biases[l].flat<float>().data(), biases[l].flat<float>().data() + 4 * hidden, bias[l].data());
+      if (transposed) {
+        const int rows_padded = RoundUp(rows);
+        weights_t[l].assign(padded * rows_padded, 0.0f);
+        for (int k = 0; k < rows; ++k)
+          for (int j = 0; j < 4 * hidden; ++j) weights_t[l][j * rows_padded + k] = w[k * 4 * hidden + j];
+      }
+    }
+  }
+
+  // One block through the stack: x (in_size), old state (lstm_width) -> new state.  Keeps each
+  // layer's [x, h] (at xh_offset(l)), its gates t (padded per layer) and tanh(c') (hidden per
+  // layer) for the backward step.
+  void Forward(const Vec* x, const Vec* old_state, Vec* new_state, Vec* xh, Vec* gates, Vec* tanh_c) const {
+    const Vec* layer_in = x;
+    int size_in = in_size;
+    for (int l = 0; l < layers; ++l) {
+      const Vec* h_old = old_state + 2 * l * hidden * kCols;
+      const Vec* c_old = h_old + hidden * kCols;
+      Vec* h_new = new_state + 2 * l * hidden * kCols;
+      Vec* c_new = h_new + hidden * kCols;
+      Vec* xh_l = xh + xh_offset(l);
+      std::copy(layer_in, layer_in + size_in * kCols, xh_l);
+      std::copy(h_old, h_old + hidden * kCols, xh_l + size_in * kCols);
+      Vec* t = gates + l * padded * kCols;
+      Affine<true>(xh_l, size_in + hidden, weights[l].data(), bias[l].data(), padded, t);
+      const Vec* i = t;
+      const Vec* f = i + hidden * kCols;
+      const Vec* g = f + hidden * kCols;
+      const Vec* o = g + hidden * kCols;
+      Vec* tc = tanh_c + l * hidden * kCols;
+      for (int j = 0; j < hidden * kCols; ++j) {
+        const Vec c = 0.5f * ((1.0f + f[j]) * c_old[j] + (1.0f + i[j]) * g[j]);
+        c_new[j] = c;
+        tc[j] = Tanh(c);
+        h_new[j] = 0.5f * (1.0f + o[j]) * tc[j];
+      }
+      layer_in = h_new;
+      size_in = hidden;
+    }
+  }
+
+  // The backward step of one block after Forward: from the gradients of the top output and of
+  // the new state, the gradients of the input and the old state, and each layer's gradient of
+  // its gate pre-activations (dz, padded per layer), from which the caller sums the weights'.
+  void Backward(const Vec* old_state, const Vec* gates, const Vec* tanh_c, const Vec* d_out,
+                const Vec* d_new_state, Vec* d_x, Vec* d_old_state, Vec* dz_layers, Vec* d_xh, Vec* d_above) const {
+    std::copy(d_out, d_out + hidden * kCols, d_above);
+    for (int l = layers - 1; l >= 0; --l) {
+      const Vec* c_old = old_state + (2 * l + 1) * hidden * kCols;
+      const Vec* dh_new = d_new_state + 2 * l * hidden * kCols;
+      const Vec* dc_new = dh_new + hidden * kCols;
+      const Vec* t = gates + l * padded * kCols;
+      const Vec* i = t;
+      const Vec* f = i + hidden * kCols;
+      const Vec* g = f + hidden * kCols;
+      const Vec* o = g + hidden * kCols;
+      const Vec* tc = tanh_c + l * hidden * kCols;
+      Vec* dz = dz_layers + l * padded * kCols;
+      Vec* dzi = dz;
+      Vec* dzf = dzi + hidden * kCols;
+      Vec* dzg = dzf + hidden * kCols;
+      Vec* dzo = dzg + hidden * kCols;
+      Vec* dh_old = d_old_state + 2 * l * hidden * kCols;
+      Vec* dc_old = dh_old + hidden * kCols;
+      for (int j = 0; j < hidden * kCols; ++j) {
+        const Vec dh = dh_new[j] + d_above[j];
+        const Vec dc = dc_new[j] + dh * 0.5f * (1.0f + o[j]) * (1.0f - tc[j] * tc[j]);
+        dzo[j] = dh * 0.5f * tc[j] * (1.0f - o[j] * o[j]);
+        dzi[j] = dc * 0.5f * g[j] * (1.0f - i[j] * i[j]);
+        dzg[j] = dc * 0.5f * (1.0f + i[j]) * (1.0f - g[j] * g[j]);
+        dzf[j] = dc * 0.5f * c_old[j] * (1.0f - f[j] * f[j]);
+        dc_old[j] = dc * 0.5f * (1.0f + f[j]);
+      }
+      const int rows = rows_in(l);
+      Affine<false>(dz, padded, weights_t[l].data(), nullptr, RoundUp(rows), d_xh);
+      const int size_in = rows - hidden;
+      std::copy(d_xh + size_in * kCols, d_xh + rows * kCols, dh_old);
+      std::copy(d_xh, d_xh + size_in * kCols, l == 0 ? d_x : d_above);
+    }
+  }
+
+  int in_size, hidden, layers, padded, lstm_width;
+  std::vector<std::vector<float>> weights, bias, weights_t;
+};
+
+// Copies `cols` features of a block's `rows` rows (row stride `stride`) into the feature-major
+// buffer dst ([cols, kBlock]; rows past `rows` are zero), and back.
+void LoadBlock(const float* src, int64_t stride, int cols, int rows, float* dst) {
+#if defined(__AVX512F__)
+  if (rows == kBlock) {
+    for (int c = 0; c < kCols; ++c) LoadTransposed(src + c * kLanes * stride, stride, cols, dst + c * kLanes);
+    return;
+  }
+#endif
+  if (rows < kBlock) std::fill(dst, dst + cols * kBlock, 0.0f);
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < cols; ++k) dst[k * kBlock + r] = src[r * stride + k];
+}
+
+void StoreBlock(const float* src, int cols, int rows, float* dst, int64_t stride) {
+#if defined(__AVX512F__)
+  if (rows == kBlock) {
+    for (int c = 0; c < kCols; ++c) StoreTransposed(src + c * kLanes, cols, dst + c * kLanes * stride, stride);
+    return;
+  }
+#endif
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < cols; ++k) dst[r * stride + k] = src[k * kBlock + r];
+}
+
+// Asks for the next block's rows ahead of use: the state rows stream from memory (an unroll's
+// states outgrow the caches) and their loads otherwise stall the transposes.
+inline void PrefetchBlock(const float* src, int64_t stride, int cols, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int k = 0; k < cols; k += 64 / sizeof(float)) __builtin_prefetch(src + r * stride + k);
+}
+
+inline float* Floats(std::vector<Vec>& v) { return reinterpret_cast<float*>(v.data()); }
+
+// Checks the shapes shared by both ops and sets the stack they describe.
+::tensorflow::Status CheckStack(const Tensor& inputs, const Tensor& state, int prefix_cols,
+                                const OpInputList& kernels, const OpInputList& biases, Stack* stack) {
+  if (inputs.dims() != 2 || state.dims() != 2) return InvalidArgument("inputs and state must be matrices [n, ...]");
+  if (biases[0].dims() != 1) return InvalidArgument("biases must be vectors [4 * hidden]");
+  const int layers = kernels.size();
+  const int64_t n = inputs.dim_size(0);
+  const int hidden = biases[0].dim_size(0) / 4;
+  *stack = Stack(inputs.dim_size(1), hidden, layers);
+  const int width = prefix_cols + stack->lstm_width;
+  if (state.dim_size(0) != n || state.dim_size(1) != width)
+    return InvalidArgument("state must be [n, new_prefix columns + 2 * layers * hidden] = [", n, ", ", width,
+                           "], got ", state.shape().DebugString());
+  for (int l = 0; l < layers; ++l) {
+    const int rows_in = stack->rows_in(l);
+    if (kernels[l].dims() != 2 || kernels[l].dim_size(0) != rows_in || kernels[l].dim_size(1) != 4 * hidden ||
+        biases[l].dims() != 1 || biases[l].dim_size(0) != 4 * hidden)
+      return InvalidArgument("layer ", l, " needs kernel [", rows_in, ", ", 4 * hidden, "] and bias [", 4 * hidden,
+                             "], got ", kernels[l].shape().DebugString(), " and ", biases[l].shape().DebugString());
+  }
+  return ::tensorflow::OkStatus();
+}
+
+// Per-block scratch of both ops, feature-major.
+struct Scratch {
+  explicit Scratch(const Stack& s)
+      : x(s.in_size * kCols), old_state(s.lstm_width * kCols), new_state(s.lstm_width * kCols),
+        xh(s.xh_offset(s.layers)), gates(s.layers * s.padded * kCols), tanh_c(s.layers * s.hidden * kCols) {}
+  std::vector<Vec> x, old_state, new_state, xh, gates, tanh_c;
+};
 
 class LstmStackStepOp : public OpKernel {
  public:
@@ -157,37 +377,14 @@ class LstmStackStepOp : public OpKernel {
     OpInputList kernels, biases;
     OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
     OP_REQUIRES_OK(context, context->input_list("biases", &biases));
-    const int layers = kernels.size();
-    OP_REQUIRES(context, inputs.dims() == 2 && state.dims() == 2 && prefix.dims() == 2,
-                InvalidArgument("inputs, state and new_prefix must be matrices [n, ...]"));
+    OP_REQUIRES(context, prefix.dims() == 2 && prefix.dim_size(0) == inputs.dim_size(0),
+                InvalidArgument("new_prefix must be a matrix [n, k], got ", prefix.shape().DebugString()));
+    Stack stack(0, 0, 0);
+    OP_REQUIRES_OK(context, CheckStack(inputs, state, prefix.dim_size(1), kernels, biases, &stack));
+    stack.SetWeights(kernels, biases, false);
     const int64_t n = inputs.dim_size(0);
-    const int in_size = inputs.dim_size(1);
-    const int hidden = biases[0].dim_size(0) / 4;
-    const int k0 = prefix.dim_size(1);
-    const int width = k0 + 2 * layers * hidden;
-    OP_REQUIRES(context, state.dim_size(0) == n && prefix.dim_size(0) == n && state.dim_size(1) == width,
-                InvalidArgument("state must be [n, new_prefix columns + 2 * layers * hidden] = [", n, ", ", width,
-                                "], got ", state.shape().DebugString()));
-    for (int l = 0; l < layers; ++l) {
-      const int rows_in = (l == 0 ? in_size : hidden) + hidden;
-      OP_REQUIRES(context,
-                  kernels[l].dims() == 2 && kernels[l].dim_size(0) == rows_in &&
-                      kernels[l].dim_size(1) == 4 * hidden && biases[l].dims() == 1 &&
-                      biases[l].dim_size(0) == 4 * hidden,
-                  InvalidArgument("layer ", l, " needs kernel [", rows_in, ", ", 4 * hidden, "] and bias [",
-                                  4 * hidden, "], got ", kernels[l].shape().DebugString(), " and ",
-                                  biases[l].shape().DebugString()));
-    }
-    const int padded = (4 * hidden + kGateChunk - 1) / kGateChunk * kGateChunk;
-    std::vector<std::vector<float>> weights(layers), bias(layers);
-    for (int l = 0; l < layers; ++l) {
-      const int rows_in = kernels[l].dim_size(0);
-      const float* w = kernels[l].flat<float>().data();
-      weights[l].assign(rows_in * padded, 0.0f);
-      bias[l].assign(padded, 0.0f);
-      for (int k = 0; k < rows_in; ++k) std::copy(w + k * 4 * hidden, w + (k + 1) * 4 * hidden, &weights[l][k * padded]);
-      std::copy(biases[l].flat<float>().data(), biases[l].flat<float>().data() + 4 * hidden, bias[l].data());
-    }
+    const int in_size = stack.in_size, hidden = stack.hidden, k0 = prefix.dim_size(1);
+    const int lstm_width = stack.lstm_width, width = k0 + lstm_width;
 
     Tensor* output = nullptr;
     Tensor* new_state = nullptr;
@@ -198,89 +395,182 @@ class LstmStackStepOp : public OpKernel {
     const float* p_in = prefix.flat<float>().data();
     float* out = output->flat<float>().data();
     float* s_out = new_state->flat<float>().data();
-    const int lstm_width = 2 * layers * hidden;
 
     auto work = [&](int64_t first_block, int64_t last_block) {
-      // Feature-major buffers of one block: the input, the old and new LSTM state, the
-      // [x, h] of the current layer and its gates.
-      const int max_in = std::max(in_size, hidden) + hidden;
-      std::vector<Vec> x_t(in_size * kCols), old_t(lstm_width * kCols), new_t(lstm_width * kCols);
-      std::vector<Vec> xh(max_in * kCols), gates(padded * kCols);
+      Scratch b(stack);
       for (int64_t block = first_block; block < last_block; ++block) {
         const int64_t row0 = block * kBlock;
         const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
-        float* xf = reinterpret_cast<float*>(x_t.data());
-        float* of = reinterpret_cast<float*>(old_t.data());
-#if defined(__AVX512F__)
-        if (rows == kBlock) {
-          for (int c = 0; c < kCols; ++c) {
-            LoadTransposed(x_in + (row0 + c * kLanes) * in_size, in_size, in_size, xf + c * kLanes);
-            LoadTransposed(s_in + (row0 + c * kLanes) * width + k0, width, lstm_width, of + c * kLanes);
-          }
-        } else  // NOLINT: the last, partial block takes the scalar copy below
-#endif
-        {
-          if (rows < kBlock) {
-            std::fill(xf, xf + in_size * kBlock, 0.0f);
-            std::fill(of, of + lstm_width * kBlock, 0.0f);
-          }
-          for (int r = 0; r < rows; ++r) {
-            const float* x = x_in + (row0 + r) * in_size;
-            for (int k = 0; k < in_size; ++k) xf[k * kBlock + r] = x[k];
-            const float* s = s_in + (row0 + r) * width + k0;
-            for (int k = 0; k < lstm_width; ++k) of[k * kBlock + r] = s[k];
-          }
-        }
-        const Vec* layer_in = x_t.data();
-        int size_in = in_size;
-        for (int l = 0; l < layers; ++l) {
-          const Vec* h_old = &old_t[2 * l * hidden * kCols];
-          const Vec* c_old = h_old + hidden * kCols;
-          Vec* h_new = &new_t[2 * l * hidden * kCols];
-          Vec* c_new = h_new + hidden * kCols;
-          std::copy(layer_in, layer_in + size_in * kCols, xh.data());
-          std::copy(h_old, h_old + hidden * kCols, xh.data() + size_in * kCols);
-          Gates(xh.data(), size_in + hidden, weights[l].data(), bias[l].data(), padded, gates.data());
-          const Vec* i = gates.data();
-          const Vec* f = i + hidden * kCols;
-          const Vec* g = f + hidden * kCols;
-          const Vec* o = g + hidden * kCols;
-          for (int j = 0; j < hidden * kCols; ++j) {
-            const Vec c = 0.5f * ((1.0f + f[j]) * c_old[j] + (1.0f + i[j]) * g[j]);
-            c_new[j] = c;
-            h_new[j] = 0.5f * (1.0f + o[j]) * Tanh(c);
-          }
-          layer_in = h_new;
-          size_in = hidden;
-        }
-        const float* nf = reinterpret_cast<const float*>(new_t.data());
-        const float* top = nf + 2 * (layers - 1) * hidden * kBlock;
-        for (int r = 0; r < rows; ++r) {
-          const int64_t row = row0 + r;
+        const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
+        PrefetchBlock(x_in + (row0 + kBlock) * in_size, in_size, in_size, next);
+        PrefetchBlock(s_in + (row0 + kBlock) * width, width, width, next);
+        LoadBlock(x_in + row0 * in_size, in_size, in_size, rows, Floats(b.x));
+        LoadBlock(s_in + row0 * width + k0, width, lstm_width, rows, Floats(b.old_state));
+        stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.xh.data(), b.gates.data(),
+                      b.tanh_c.data());
+        for (int64_t row = row0; row < row0 + rows; ++row)
           std::copy(p_in + row * k0, p_in + (row + 1) * k0, s_out + row * width);
-        }
-#if defined(__AVX512F__)
-        if (rows == kBlock) {
-          for (int c = 0; c < kCols; ++c) {
-            StoreTransposed(nf + c * kLanes, lstm_width, s_out + (row0 + c * kLanes) * width + k0, width);
-            StoreTransposed(top + c * kLanes, hidden, out + (row0 + c * kLanes) * hidden, hidden);
-          }
-          continue;
-        }
-#endif
-        for (int r = 0; r < rows; ++r) {
-          const int64_t row = row0 + r;
-          float* s = s_out + row * width + k0;
-          for (int k = 0; k < lstm_width; ++k) s[k] = nf[k * kBlock + r];
-          for (int k = 0; k < hidden; ++k) out[row * hidden + k] = top[k * kBlock + r];
-        }
+        const float* nf = Floats(b.new_state);
+        StoreBlock(nf, lstm_width, rows, s_out + row0 * width + k0, width);
+        StoreBlock(nf + 2 * (stack.layers - 1) * hidden * kBlock, hidden, rows, out + row0 * hidden, hidden);
       }
     };
     const int64_t blocks = (n + kBlock - 1) / kBlock;
-    const int64_t cost = static_cast<int64_t>(kBlock) * 2 * layers * (2 * hidden) * 4 * hidden;
+    const int64_t cost = static_cast<int64_t>(kBlock) * 2 * stack.layers * (2 * hidden) * 4 * hidden;
     auto* threads = context->device()->tensorflow_cpu_worker_threads();
     ::tensorflow::Shard(threads->num_threads, threads->workers, blocks, cost, work);
   }
+};
+
+// The gradient of L2oLstmStackStep with respect to its inputs, state, kernels and biases
+// (new_prefix's is d_new_state's first columns, taken in Python).  It recomputes the forward
+// step block by block instead of storing the gates.  The weight gradients are summed per
+// partition of the blocks, a fixed split for a given n, and the partitions in order, so the
+// result does not depend on the thread count or scheduling: meta-training stays reproducible.
+class LstmStackStepGradOp : public OpKernel {
+ public:
+  explicit LstmStackStepGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& inputs = context->input(0);
+    const Tensor& state = context->input(1);
+    const Tensor& d_output = context->input(2);
+    const Tensor& d_new_state = context->input(3);
+    OpInputList kernels, biases;
+    OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
+    OP_REQUIRES_OK(context, context->input_list("biases", &biases));
+    OP_REQUIRES(context, state.dims() == 2 && biases[0].dims() == 1,
+                InvalidArgument("state must be a matrix [n, width] and biases vectors"));
+    Stack stack(0, 0, 0);
+    const int lstm_width_guess = 2 * kernels.size() * (biases[0].dim_size(0) / 4);
+    const int k0 = state.dim_size(1) - lstm_width_guess;
+    OP_REQUIRES(context, k0 >= 0, InvalidArgument("state is narrower than the LSTM state"));
+    OP_REQUIRES_OK(context, CheckStack(inputs, state, k0, kernels, biases, &stack));
+    stack.SetWeights(kernels, biases, true);
+    const int64_t n = inputs.dim_size(0);
+    const int in_size = stack.in_size, hidden = stack.hidden, layers = stack.layers;
+    const int lstm_width = stack.lstm_width, width = state.dim_size(1);
+    OP_REQUIRES(context, d_output.shape() == TensorShape({n, hidden}) && d_new_state.shape() == state.shape(),
+                InvalidArgument("d_output must be [n, hidden] and d_new_state shaped like state"));
+
+    Tensor* d_inputs = nullptr;
+    Tensor* d_state = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, inputs.shape(), &d_inputs));
+    OP_REQUIRES_OK(context, context->allocate_output(1, state.shape(), &d_state));
+    OpOutputList d_kernels, d_biases;
+    OP_REQUIRES_OK(context, context->output_list("d_kernels", &d_kernels));
+    OP_REQUIRES_OK(context, context->output_list("d_biases", &d_biases));
+
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    // At least kMinPartitionBlocks blocks per partition (its lane sums cost about one block's
+    // work), at most kPartitions partitions.
+    const int64_t partitions = std::min<int64_t>(kPartitions, (blocks + kMinPartitionBlocks - 1) / kMinPartitionBlocks);
+    // One partition's weight and bias gradients, lane-wise: per layer [RoundUp4(rows_in), padded]
+    // then [padded] (the bias is the product with a row of ones).
+    int64_t acc_size = 0;
+    std::vector<int64_t> w_offset(layers);
+    for (int l = 0; l < layers; ++l) {
+      w_offset[l] = acc_size;
+      acc_size += static_cast<int64_t>(RoundUp4(stack.rows_in(l) + 1)) * stack.padded;
+    }
+    std::vector<float> partial(partitions * acc_size, 0.0f);
+
+    const float* x_in = inputs.flat<float>().data();
+    const float* s_in = state.flat<float>().data();
+    const float* do_in = d_output.flat<float>().data();
+    const float* ds_in = d_new_state.flat<float>().data();
+    float* dx_out = d_inputs->flat<float>().data();
+    float* ds_out = d_state->flat<float>().data();
+    constexpr int kStride = kSuper * kCols;  // vectors per feature of a super-block
+
+    auto work = [&](int64_t first_partition, int64_t last_partition) {
+      Scratch b(stack);
+      std::vector<Vec> d_out(hidden * kCols), d_new(lstm_width * kCols), d_x(in_size * kCols),
+          d_old(lstm_width * kCols), dz(layers * stack.padded * kCols), d_above(hidden * kCols);
+      int max_rows = 0;
+      for (int l = 0; l < layers; ++l) max_rows = std::max(max_rows, RoundUp(stack.rows_in(l)));
+      std::vector<Vec> d_xh(max_rows * kCols), acc(acc_size);
+      // A super-block's [x, h, 1] and dz per layer, feature-major over its kSuper blocks.
+      std::vector<std::vector<Vec>> xh_super(layers), dz_super(layers);
+      for (int l = 0; l < layers; ++l) {
+        const int rows = stack.rows_in(l);
+        xh_super[l].assign(RoundUp4(rows + 1) * kStride, Vec{});
+        for (int v = 0; v < kStride; ++v) xh_super[l][rows * kStride + v] = Splat(1.0f);
+        dz_super[l].assign(stack.padded * kStride, Vec{});
+      }
+      auto flush = [&](int count) {
+        for (int l = 0; l < layers; ++l)
+          AccumulateOuter(xh_super[l].data(), RoundUp4(stack.rows_in(l) + 1), dz_super[l].data(), stack.padded,
+                          kStride, count * kCols, acc.data() + w_offset[l]);
+      };
+      for (int64_t p = first_partition; p < last_partition; ++p) {
+        std::fill(acc.begin(), acc.end(), Vec{});
+        int slot = 0;
+        for (int64_t block = blocks * p / partitions; block < blocks * (p + 1) / partitions; ++block) {
+          const int64_t row0 = block * kBlock;
+          const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
+          const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
+          PrefetchBlock(x_in + (row0 + kBlock) * in_size, in_size, in_size, next);
+          PrefetchBlock(s_in + (row0 + kBlock) * width, width, width, next);
+          PrefetchBlock(do_in + (row0 + kBlock) * hidden, hidden, hidden, next);
+          PrefetchBlock(ds_in + (row0 + kBlock) * width, width, width, next);
+          LoadBlock(x_in + row0 * in_size, in_size, in_size, rows, Floats(b.x));
+          LoadBlock(s_in + row0 * width + k0, width, lstm_width, rows, Floats(b.old_state));
+          LoadBlock(do_in + row0 * hidden, hidden, hidden, rows, Floats(d_out));
+          LoadBlock(ds_in + row0 * width + k0, width, lstm_width, rows, Floats(d_new));
+          stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.xh.data(), b.gates.data(),
+                        b.tanh_c.data());
+          stack.Backward(b.old_state.data(), b.gates.data(), b.tanh_c.data(), d_out.data(), d_new.data(),
+                         d_x.data(), d_old.data(), dz.data(), d_xh.data(), d_above.data());
+          StoreBlock(Floats(d_x), in_size, rows, dx_out + row0 * in_size, in_size);
+          for (int64_t row = row0; row < row0 + rows; ++row) std::fill(ds_out + row * width, ds_out + row * width + k0, 0.0f);
+          StoreBlock(Floats(d_old), lstm_width, rows, ds_out + row0 * width + k0, width);
+          for (int l = 0; l < layers; ++l) {
+            const Vec* xh = b.xh.data() + stack.xh_offset(l);
+            const Vec* dzl = dz.data() + l * stack.padded * kCols;
+            for (int k = 0; k < stack.rows_in(l); ++k)
+              std::copy(xh + k * kCols, xh + (k + 1) * kCols, &xh_super[l][k * kStride + slot * kCols]);
+            for (int j = 0; j < stack.padded; ++j)
+              std::copy(dzl + j * kCols, dzl + (j + 1) * kCols, &dz_super[l][j * kStride + slot * kCols]);
+          }
+          if (++slot == kSuper) {
+            flush(slot);
+            slot = 0;
+          }
+        }
+        if (slot > 0) flush(slot);
+        float* out = &partial[p * acc_size];
+        for (int64_t a = 0; a < acc_size; ++a)
+          for (int lane = 0; lane < kLanes; ++lane) out[a] += acc[a][lane];
+      }
+    };
+    auto* threads = context->device()->tensorflow_cpu_worker_threads();
+    const int64_t cost = 3 * (blocks / partitions + 1) * kBlock * 2 * layers * (2 * hidden) * 4 * hidden;
+    ::tensorflow::Shard(threads->num_threads, threads->workers, partitions, cost, work);
+
+    for (int l = 0; l < layers; ++l) {
+      const int rows = stack.rows_in(l);
+      Tensor* dk = nullptr;
+      Tensor* db = nullptr;
+      OP_REQUIRES_OK(context, d_kernels.allocate(l, TensorShape({rows, 4 * hidden}), &dk));
+      OP_REQUIRES_OK(context, d_biases.allocate(l, TensorShape({4 * hidden}), &db));
+      float* dkf = dk->flat<float>().data();
+      float* dbf = db->flat<float>().data();
+      std::fill(dkf, dkf + rows * 4 * hidden, 0.0f);
+      std::fill(dbf, dbf + 4 * hidden, 0.0f);
+      for (int64_t p = 0; p < partitions; ++p) {
+        const float* part = &partial[p * acc_size + w_offset[l]];
+        for (int k = 0; k < rows; ++k)
+          for (int j = 0; j < 4 * hidden; ++j) dkf[k * 4 * hidden + j] += part[k * stack.padded + j];
+        for (int j = 0; j < 4 * hidden; ++j) dbf[j] += part[rows * stack.padded + j];
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kPartitions = 64;
+  static constexpr int64_t kMinPartitionBlocks = 32;
+  static constexpr int kSuper = 8;  // blocks per weight-gradient pass
 };
 
 }  // namespace
@@ -310,5 +600,32 @@ REGISTER_OP("L2oLstmStackStep")
     .Doc("One fused LSTMStack step per coordinate row (forward only); see lstm_stack_step.cc.");
 
 REGISTER_KERNEL_BUILDER(Name("L2oLstmStackStep").Device(::tensorflow::DEVICE_CPU), LstmStackStepOp);
+
+REGISTER_OP("L2oLstmStackStepGrad")
+    .Input("inputs: float")
+    .Input("state: float")
+    .Input("d_output: float")
+    .Input("d_new_state: float")
+    .Input("kernels: num_layers * float")
+    .Input("biases: num_layers * float")
+    .Attr("num_layers: int >= 1")
+    .Output("d_inputs: float")
+    .Output("d_state: float")
+    .Output("d_kernels: num_layers * float")
+    .Output("d_biases: num_layers * float")
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
+      int num_layers;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_layers", &num_layers));
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      for (int l = 0; l < num_layers; ++l) {
+        c->set_output(2 + l, c->input(4 + l));
+        c->set_output(2 + num_layers + l, c->input(4 + num_layers + l));
+      }
+      return ::tensorflow::OkStatus();
+    })
+    .Doc("The gradient of L2oLstmStackStep (new_prefix's excepted); see lstm_stack_step.cc.");
+
+REGISTER_KERNEL_BUILDER(Name("L2oLstmStackStepGrad").Device(::tensorflow::DEVICE_CPU), LstmStackStepGradOp);
 
 }  // namespace l2o_tf

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from l2o_tf import rules, tasks
+from l2o_tf import kernels, rules, tasks
 from l2o_tf.meta import adaptation, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
@@ -74,6 +74,11 @@ class MetaTrainConfig:
     jit_compile: bool = False
     # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
     recompute: bool = False
+    # Run the rule's LSTM stack, forward and backward, with l2o_tf's native fused CPU kernels
+    # (l2o_tf.kernels): the fastest CPU meta step.  Equal to the TF step to float rounding, so
+    # like jit_compile it belongs to the config; the two exclude each other (XLA cannot compile
+    # a custom op), and the kernels' gradient has no gradient itself (no maml_second_order).
+    native_kernel: bool = False
 
     def __post_init__(self):
         self.curriculum = tuple(int(t) for t in self.curriculum)
@@ -100,6 +105,10 @@ class MetaTrainConfig:
             (self.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {self.maml_inner_steps}"),
             (self.maml_inner_steps == 0 or (self.regularizer == "none" and self.imitation_weight == 0),
              "MAML meta-training does not combine with a regularizer or imitation"),
+            (not (self.native_kernel and self.jit_compile),
+             "native_kernel runs custom ops that XLA cannot compile: pass jit_compile or native_kernel, not both"),
+            (not (self.native_kernel and self.maml_second_order and self.maml_inner_steps),
+             "native_kernel has no second derivative: it does not combine with maml_second_order"),
         ]
         for ok, message in checks:
             if not ok:
@@ -214,6 +223,8 @@ class MetaTrainer:
         self._compiled = {}
         self._run = tf.function(self._run_fn)
         self._one = tf.function(self._one_optimizee, jit_compile=True) if config.jit_compile else self._one_optimizee
+        if config.native_kernel:
+            kernels.load()  # build it now: a missing compiler is reported here, not mid-trace
 
     def _stacked(self, value):
         return tf.stack([value] * self.config.optimizees)
@@ -221,6 +232,10 @@ class MetaTrainer:
     # -- compiled pieces --------------------------------------------------------
     def _one_optimizee(self, task, penalty, params, state, teacher_state, seed, start_step):
         """Meta-loss, meta-gradient and unroll result for one optimizee's truncation."""
+        with kernels.native(self.config.native_kernel):
+            return self._one_optimizee_traced(task, penalty, params, state, teacher_state, seed, start_step)
+
+    def _one_optimizee_traced(self, task, penalty, params, state, teacher_state, seed, start_step):
         variables = self.rule.trainable_variables
         if self.maml is not None:  # M-L2O: adapt on this truncation, judge the adapted rule on it
             start = (params, state)
@@ -315,7 +330,8 @@ class MetaTrainer:
         return result.meta_loss, grads
 
     def _run_fn(self, params, state, seed, num_steps):
-        return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
+        with kernels.native(self.config.native_kernel):
+            return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
 
     # -- bookkeeping -----------------------------------------------------------
     def _penalized(self):
