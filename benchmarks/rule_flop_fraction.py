@@ -12,7 +12,7 @@ The native kernel computes the activations in registers, so that bound does not 
 import tensorflow as tf
 
 from benchmarks import matmul_gflops
-from benchmarks.timing import emit, median_seconds
+from benchmarks.timing import emit, finish, median_seconds
 from l2o_tf import kernels, rules
 
 
@@ -39,7 +39,7 @@ def activation_seconds(num_coordinates, activations):
     """Time of one XLA tanh over ``[num_coordinates, activations]``: the activations' pass at this machine's rate."""
     x = tf.random.stateless_normal([num_coordinates, activations], [3, 4])
     tanh = tf.function(tf.tanh, jit_compile=True)
-    return median_seconds(lambda: tanh(x).numpy(), repeats=5, warmup=2)
+    return median_seconds(lambda: finish(tanh(x)), repeats=5, warmup=2)
 
 
 def measure(num_coordinates=1_000_000, bound_gflops=None):
@@ -56,7 +56,7 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
                     return rule(g, g, s, tf.constant(3, tf.int64))
 
             step = tf.function(apply, jit_compile=variant == "_xla")
-            seconds = median_seconds(lambda: [t.numpy() for t in step(grads, state)], repeats=5, warmup=2)
+            seconds = median_seconds(lambda: finish(step(grads, state)), repeats=5, warmup=2)
             gflops = flops_per_coordinate(rule) * num_coordinates / seconds / 1e9
             out[name + variant] = {
                 "seconds": seconds, "flops_per_coordinate": flops_per_coordinate(rule),
