@@ -120,6 +120,9 @@ def test_wrong_shapes_name_the_problem():
         kernels.lstm_stack_step(inputs, tf.zeros([5, 9]), tf.zeros([5, 2]), [kernel], [bias])
     with pytest.raises(tf.errors.InvalidArgumentError, match="layer 0 needs kernel"):
         kernels.lstm_stack_step(tf.zeros([5, 3]), tf.zeros([5, 10]), tf.zeros([5, 2]), [kernel], [bias])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the input layer needs kernel \[2, E\]"):
+        kernels.lstm_stack_step(tf.zeros([5, 2]), tf.zeros([5, 10]), tf.zeros([5, 2]), [kernel], [bias],
+                                embedding=(tf.zeros([3, 4]), tf.zeros([4])))
 
 
 def test_missing_compiler_is_one_clear_error(monkeypatch, tmp_path):

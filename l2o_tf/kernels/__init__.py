@@ -107,24 +107,28 @@ def load():
     return _library
 
 
-def lstm_stack_step(inputs, state, new_prefix, kernels, biases):
+def lstm_stack_step(inputs, state, new_prefix, kernels, biases, embedding=None):
     """One fused LSTM-stack step for every row (differentiable; see ``lstm_stack_step.cc``).
 
     ``state`` is ``[n, k + 2 * layers * H]``: ``k`` columns the caller owns, then ``h, c`` of
     each layer; the new state's first ``k`` columns are ``new_prefix``.  ``kernels`` and
-    ``biases`` are already multiplied by the gate scale.  Returns (top output, new state).
+    ``biases`` are already multiplied by the gate scale.  ``embedding=(kernel, bias)`` first
+    maps the inputs through ``elu(inputs @ kernel + bias)``.  Returns (top output, new state).
     """
-    return load().l2o_lstm_stack_step(inputs, state, new_prefix, kernels, biases)
+    extra = [[], []] if embedding is None else [[embedding[0]], [embedding[1]]]
+    return load().l2o_lstm_stack_step(inputs, state, new_prefix, kernels, biases, *extra)
 
 
 @tf.RegisterGradient("L2oLstmStackStep")
 def _lstm_stack_step_grad(op, d_output, d_new_state):
     """The fused backward op for inputs, state and weights; ``new_prefix`` gets its columns of ``d_new_state``."""
-    layers = op.get_attr("num_layers")
+    layers, embeds = op.get_attr("num_layers"), op.get_attr("num_embed")
     inputs, state, new_prefix = op.inputs[:3]
-    kernels, biases = op.inputs[3:3 + layers], op.inputs[3 + layers:]
+    weights = list(op.inputs[3:])
     d_output = tf.zeros_like(op.outputs[0]) if d_output is None else d_output
     d_new_state = tf.zeros_like(op.outputs[1]) if d_new_state is None else d_new_state
-    d_inputs, d_state, d_kernels, d_biases = load().l2o_lstm_stack_step_grad(
-        inputs, state, d_output, d_new_state, kernels, biases)
-    return [d_inputs, d_state, d_new_state[:, :tf.shape(new_prefix)[1]]] + list(d_kernels) + list(d_biases)
+    d_inputs, d_state, d_kernels, d_biases, d_input_kernel, d_input_bias = load().l2o_lstm_stack_step_grad(
+        inputs, state, d_output, d_new_state, weights[:layers], weights[layers:2 * layers],
+        weights[2 * layers:2 * layers + embeds], weights[2 * layers + embeds:])
+    return ([d_inputs, d_state, d_new_state[:, :tf.shape(new_prefix)[1]]] + list(d_kernels) + list(d_biases)
+            + list(d_input_kernel) + list(d_input_bias))

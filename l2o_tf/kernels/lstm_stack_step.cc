@@ -7,7 +7,8 @@
 // the caller passes the kernels and biases already multiplied by the gate scale, and
 //   t = tanh([x, h] W + b);  c' = ((1 + f) c + (1 + i) g) / 2;  h' = (1 + o) tanh(c') / 2.
 // tanh is Eigen's float rational approximation, the one TF's own CPU tanh uses, so the two
-// steps agree to float rounding (the matmul's summation order differs).
+// steps agree to float rounding (the matmul's summation order differs).  An optional ELU input
+// layer (RNNprop's embedding), tf.nn.elu(inputs W + b), runs first in the same pass.
 // L2oLstmStackStepGrad is its gradient, so that meta-training unrolls can run it too.
 
 #include <algorithm>
@@ -74,6 +75,14 @@ inline Vec Tanh(Vec x) {
   q = q * x2 + 4.673548340e-1f;
   q = q * x2 + 1.0f;
   return p / q;
+}
+
+// ELU, z > 0 ? z : exp(z) - 1, with exp(z) - 1 = 2 tanh(z/2) / (1 - tanh(z/2)): no cancellation
+// for z <= 0, and exactly -1 where tanh saturates.
+inline Vec Elu(Vec z) {
+  const Vec t = Tanh(0.5f * z);
+  const Vec negative = 2.0f * t / (1.0f - t);
+  return z > 0.0f ? z : negative;
 }
 
 #if defined(__AVX512F__)
@@ -195,9 +204,12 @@ inline int RoundUp(int x) { return (x + kGateChunk - 1) / kGateChunk * kGateChun
 // forward and backward ops.
 class Stack {
  public:
-  Stack(int in_size, int hidden, int layers) : in_size(in_size), hidden(hidden), layers(layers) {
+  // raw_size inputs per row; with `embed`, an ELU layer maps them to the stack's in_size inputs.
+  Stack(int raw_size, int in_size, bool embed, int hidden, int layers)
+      : raw_size(raw_size), in_size(in_size), embed(embed), hidden(hidden), layers(layers) {
     padded = RoundUp(4 * hidden);
     lstm_width = 2 * layers * hidden;
+    embed_padded = RoundUp(in_size);
   }
 
   int rows_in(int l) const { return (l == 0 ? in_size : hidden) + hidden; }
@@ -205,7 +217,20 @@ class Stack {
 
   // The weights as [rows_in, padded] (forward) and, for the backward op, transposed as
   // [padded, RoundUp(rows_in)].
-  void SetWeights(const OpInputList& kernels, const OpInputList& biases, bool transposed) {
+  void SetWeights(const OpInputList& kernels, const OpInputList& biases, const OpInputList& input_kernel,
+                  const OpInputList& input_bias, bool transposed) {
+    if (embed) {
+      const float* w = input_kernel[0].flat<float>().data();
+      embed_w.assign(raw_size * embed_padded, 0.0f);
+      embed_b.assign(embed_padded, 0.0f);
+      embed_w_t.assign(embed_padded * RoundUp(raw_size), 0.0f);
+      for (int k = 0; k < raw_size; ++k)
+        for (int j = 0; j < in_size; ++j) {
+          embed_w[k * embed_padded + j] = w[k * in_size + j];
+          embed_w_t[j * RoundUp(raw_size) + k] = w[k * in_size + j];
+        }
+      std::copy(input_bias[0].flat<float>().data(), input_bias[0].flat<float>().data() + in_size, embed_b.data());
+    }
     weights.assign(layers, {});
     bias.assign(layers, {});
     weights_t.assign(layers, {});
@@ -225,11 +250,16 @@ class Stack {
     }
   }
 
-  // One block through the stack: x (in_size), old state (lstm_width) -> new state.  Keeps each
-  // layer's [x, h] (at xh_offset(l)), its gates t (padded per layer) and tanh(c') (hidden per
-  // layer) for the backward step.
-  void Forward(const Vec* x, const Vec* old_state, Vec* new_state, Vec* xh, Vec* gates, Vec* tanh_c) const {
-    const Vec* layer_in = x;
+  // One block through the stack: x (raw_size), old state (lstm_width) -> new state.  Keeps the
+  // embedding (embed_padded), each layer's [x, h] (at xh_offset(l)), its gates t (padded per
+  // layer) and tanh(c') (hidden per layer) for the backward step.
+  void Forward(const Vec* x, const Vec* old_state, Vec* new_state, Vec* emb, Vec* xh, Vec* gates,
+               Vec* tanh_c) const {
+    if (embed) {
+      Affine<false>(x, raw_size, embed_w.data(), embed_b.data(), embed_padded, emb);
+      for (int j = 0; j < in_size * kCols; ++j) emb[j] = Elu(emb[j]);
+    }
+    const Vec* layer_in = embed ? emb : x;
     int size_in = in_size;
     for (int l = 0; l < layers; ++l) {
       const Vec* h_old = old_state + 2 * l * hidden * kCols;
@@ -297,8 +327,19 @@ class Stack {
     }
   }
 
-  int in_size, hidden, layers, padded, lstm_width;
+  // The embedding's backward step: from the gradient of its output (d_x, in_size), the gradient
+  // of its pre-activation (dz, embed_padded; TF's EluGrad: activations < 0 ? (activations + 1) d : d)
+  // and of the raw input (d_raw, RoundUp(raw_size)).
+  void EmbedBackward(const Vec* emb, const Vec* d_x, Vec* dz, Vec* d_raw) const {
+    for (int j = 0; j < in_size * kCols; ++j) dz[j] = emb[j] < 0.0f ? (emb[j] + 1.0f) * d_x[j] : d_x[j];
+    Affine<false>(dz, embed_padded, embed_w_t.data(), nullptr, RoundUp(raw_size), d_raw);
+  }
+
+  int raw_size, in_size;
+  bool embed;
+  int hidden, layers, padded, lstm_width, embed_padded;
   std::vector<std::vector<float>> weights, bias, weights_t;
+  std::vector<float> embed_w, embed_b, embed_w_t;
 };
 
 // Copies `cols` features of a block's `rows` rows (row stride `stride`) into the feature-major
@@ -337,13 +378,23 @@ inline float* Floats(std::vector<Vec>& v) { return reinterpret_cast<float*>(v.da
 
 // Checks the shapes shared by both ops and sets the stack they describe.
 ::tensorflow::Status CheckStack(const Tensor& inputs, const Tensor& state, int prefix_cols,
-                                const OpInputList& kernels, const OpInputList& biases, Stack* stack) {
+                                const OpInputList& kernels, const OpInputList& biases,
+                                const OpInputList& input_kernel, const OpInputList& input_bias, Stack* stack) {
   if (inputs.dims() != 2 || state.dims() != 2) return InvalidArgument("inputs and state must be matrices [n, ...]");
   if (biases[0].dims() != 1) return InvalidArgument("biases must be vectors [4 * hidden]");
   const int layers = kernels.size();
   const int64_t n = inputs.dim_size(0);
   const int hidden = biases[0].dim_size(0) / 4;
-  *stack = Stack(inputs.dim_size(1), hidden, layers);
+  const bool embed = input_kernel.size() == 1;
+  int in_size = inputs.dim_size(1);
+  if (embed) {
+    if (input_kernel[0].dims() != 2 || input_kernel[0].dim_size(0) != in_size || input_bias[0].dims() != 1 ||
+        input_bias[0].dim_size(0) != input_kernel[0].dim_size(1))
+      return InvalidArgument("the input layer needs kernel [", in_size, ", E] and bias [E], got ",
+                             input_kernel[0].shape().DebugString(), " and ", input_bias[0].shape().DebugString());
+    in_size = input_kernel[0].dim_size(1);
+  }
+  *stack = Stack(inputs.dim_size(1), in_size, embed, hidden, layers);
   const int width = prefix_cols + stack->lstm_width;
   if (state.dim_size(0) != n || state.dim_size(1) != width)
     return InvalidArgument("state must be [n, new_prefix columns + 2 * layers * hidden] = [", n, ", ", width,
@@ -361,9 +412,10 @@ inline float* Floats(std::vector<Vec>& v) { return reinterpret_cast<float*>(v.da
 // Per-block scratch of both ops, feature-major.
 struct Scratch {
   explicit Scratch(const Stack& s)
-      : x(s.in_size * kCols), old_state(s.lstm_width * kCols), new_state(s.lstm_width * kCols),
-        xh(s.xh_offset(s.layers)), gates(s.layers * s.padded * kCols), tanh_c(s.layers * s.hidden * kCols) {}
-  std::vector<Vec> x, old_state, new_state, xh, gates, tanh_c;
+      : x(s.raw_size * kCols), old_state(s.lstm_width * kCols), new_state(s.lstm_width * kCols),
+        emb(s.embed_padded * kCols), xh(s.xh_offset(s.layers)), gates(s.layers * s.padded * kCols),
+        tanh_c(s.layers * s.hidden * kCols) {}
+  std::vector<Vec> x, old_state, new_state, emb, xh, gates, tanh_c;
 };
 
 class LstmStackStepOp : public OpKernel {
@@ -374,16 +426,19 @@ class LstmStackStepOp : public OpKernel {
     const Tensor& inputs = context->input(0);
     const Tensor& state = context->input(1);
     const Tensor& prefix = context->input(2);
-    OpInputList kernels, biases;
+    OpInputList kernels, biases, input_kernel, input_bias;
     OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
     OP_REQUIRES_OK(context, context->input_list("biases", &biases));
+    OP_REQUIRES_OK(context, context->input_list("input_kernel", &input_kernel));
+    OP_REQUIRES_OK(context, context->input_list("input_bias", &input_bias));
     OP_REQUIRES(context, prefix.dims() == 2 && prefix.dim_size(0) == inputs.dim_size(0),
                 InvalidArgument("new_prefix must be a matrix [n, k], got ", prefix.shape().DebugString()));
-    Stack stack(0, 0, 0);
-    OP_REQUIRES_OK(context, CheckStack(inputs, state, prefix.dim_size(1), kernels, biases, &stack));
-    stack.SetWeights(kernels, biases, false);
+    Stack stack(0, 0, false, 0, 0);
+    OP_REQUIRES_OK(context,
+                   CheckStack(inputs, state, prefix.dim_size(1), kernels, biases, input_kernel, input_bias, &stack));
+    stack.SetWeights(kernels, biases, input_kernel, input_bias, false);
     const int64_t n = inputs.dim_size(0);
-    const int in_size = stack.in_size, hidden = stack.hidden, k0 = prefix.dim_size(1);
+    const int in_size = stack.raw_size, hidden = stack.hidden, k0 = prefix.dim_size(1);
     const int lstm_width = stack.lstm_width, width = k0 + lstm_width;
 
     Tensor* output = nullptr;
@@ -406,7 +461,7 @@ class LstmStackStepOp : public OpKernel {
         PrefetchBlock(s_in + (row0 + kBlock) * width, width, width, next);
         LoadBlock(x_in + row0 * in_size, in_size, in_size, rows, Floats(b.x));
         LoadBlock(s_in + row0 * width + k0, width, lstm_width, rows, Floats(b.old_state));
-        stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.xh.data(), b.gates.data(),
+        stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.emb.data(), b.xh.data(), b.gates.data(),
                       b.tanh_c.data());
         for (int64_t row = row0; row < row0 + rows; ++row)
           std::copy(p_in + row * k0, p_in + (row + 1) * k0, s_out + row * width);
@@ -436,19 +491,21 @@ class LstmStackStepGradOp : public OpKernel {
     const Tensor& state = context->input(1);
     const Tensor& d_output = context->input(2);
     const Tensor& d_new_state = context->input(3);
-    OpInputList kernels, biases;
+    OpInputList kernels, biases, input_kernel, input_bias;
     OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
     OP_REQUIRES_OK(context, context->input_list("biases", &biases));
+    OP_REQUIRES_OK(context, context->input_list("input_kernel", &input_kernel));
+    OP_REQUIRES_OK(context, context->input_list("input_bias", &input_bias));
     OP_REQUIRES(context, state.dims() == 2 && biases[0].dims() == 1,
                 InvalidArgument("state must be a matrix [n, width] and biases vectors"));
-    Stack stack(0, 0, 0);
+    Stack stack(0, 0, false, 0, 0);
     const int lstm_width_guess = 2 * kernels.size() * (biases[0].dim_size(0) / 4);
     const int k0 = state.dim_size(1) - lstm_width_guess;
     OP_REQUIRES(context, k0 >= 0, InvalidArgument("state is narrower than the LSTM state"));
-    OP_REQUIRES_OK(context, CheckStack(inputs, state, k0, kernels, biases, &stack));
-    stack.SetWeights(kernels, biases, true);
+    OP_REQUIRES_OK(context, CheckStack(inputs, state, k0, kernels, biases, input_kernel, input_bias, &stack));
+    stack.SetWeights(kernels, biases, input_kernel, input_bias, true);
     const int64_t n = inputs.dim_size(0);
-    const int in_size = stack.in_size, hidden = stack.hidden, layers = stack.layers;
+    const int raw_size = stack.raw_size, in_size = stack.in_size, hidden = stack.hidden, layers = stack.layers;
     const int lstm_width = stack.lstm_width, width = state.dim_size(1);
     OP_REQUIRES(context, d_output.shape() == TensorShape({n, hidden}) && d_new_state.shape() == state.shape(),
                 InvalidArgument("d_output must be [n, hidden] and d_new_state shaped like state"));
@@ -457,9 +514,11 @@ class LstmStackStepGradOp : public OpKernel {
     Tensor* d_state = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, inputs.shape(), &d_inputs));
     OP_REQUIRES_OK(context, context->allocate_output(1, state.shape(), &d_state));
-    OpOutputList d_kernels, d_biases;
+    OpOutputList d_kernels, d_biases, d_input_kernel, d_input_bias;
     OP_REQUIRES_OK(context, context->output_list("d_kernels", &d_kernels));
     OP_REQUIRES_OK(context, context->output_list("d_biases", &d_biases));
+    OP_REQUIRES_OK(context, context->output_list("d_input_kernel", &d_input_kernel));
+    OP_REQUIRES_OK(context, context->output_list("d_input_bias", &d_input_bias));
 
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     // At least kMinPartitionBlocks blocks per partition (its lane sums cost about one block's
@@ -473,6 +532,8 @@ class LstmStackStepGradOp : public OpKernel {
       w_offset[l] = acc_size;
       acc_size += static_cast<int64_t>(RoundUp4(stack.rows_in(l) + 1)) * stack.padded;
     }
+    const int64_t embed_offset = acc_size;  // the input layer's [RoundUp4(raw_size + 1), embed_padded]
+    if (stack.embed) acc_size += static_cast<int64_t>(RoundUp4(raw_size + 1)) * stack.embed_padded;
     std::vector<float> partial(partitions * acc_size, 0.0f);
 
     const float* x_in = inputs.flat<float>().data();
@@ -486,7 +547,14 @@ class LstmStackStepGradOp : public OpKernel {
     auto work = [&](int64_t first_partition, int64_t last_partition) {
       Scratch b(stack);
       std::vector<Vec> d_out(hidden * kCols), d_new(lstm_width * kCols), d_x(in_size * kCols),
-          d_old(lstm_width * kCols), dz(layers * stack.padded * kCols), d_above(hidden * kCols);
+          d_old(lstm_width * kCols), dz(layers * stack.padded * kCols), d_above(hidden * kCols),
+          dz_emb(stack.embed_padded * kCols), d_raw(RoundUp(raw_size) * kCols);
+      std::vector<Vec> x_super, dz_emb_super;  // the input layer's super-block buffers
+      if (stack.embed) {
+        x_super.assign(RoundUp4(raw_size + 1) * kStride, Vec{});
+        for (int v = 0; v < kStride; ++v) x_super[raw_size * kStride + v] = Splat(1.0f);
+        dz_emb_super.assign(stack.embed_padded * kStride, Vec{});
+      }
       int max_rows = 0;
       for (int l = 0; l < layers; ++l) max_rows = std::max(max_rows, RoundUp(stack.rows_in(l)));
       std::vector<Vec> d_xh(max_rows * kCols), acc(acc_size);
@@ -502,6 +570,9 @@ class LstmStackStepGradOp : public OpKernel {
         for (int l = 0; l < layers; ++l)
           AccumulateOuter(xh_super[l].data(), RoundUp4(stack.rows_in(l) + 1), dz_super[l].data(), stack.padded,
                           kStride, count * kCols, acc.data() + w_offset[l]);
+        if (stack.embed)
+          AccumulateOuter(x_super.data(), RoundUp4(raw_size + 1), dz_emb_super.data(), stack.embed_padded, kStride,
+                          count * kCols, acc.data() + embed_offset);
       };
       for (int64_t p = first_partition; p < last_partition; ++p) {
         std::fill(acc.begin(), acc.end(), Vec{});
@@ -510,19 +581,26 @@ class LstmStackStepGradOp : public OpKernel {
           const int64_t row0 = block * kBlock;
           const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
           const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
-          PrefetchBlock(x_in + (row0 + kBlock) * in_size, in_size, in_size, next);
+          PrefetchBlock(x_in + (row0 + kBlock) * raw_size, raw_size, raw_size, next);
           PrefetchBlock(s_in + (row0 + kBlock) * width, width, width, next);
           PrefetchBlock(do_in + (row0 + kBlock) * hidden, hidden, hidden, next);
           PrefetchBlock(ds_in + (row0 + kBlock) * width, width, width, next);
-          LoadBlock(x_in + row0 * in_size, in_size, in_size, rows, Floats(b.x));
+          LoadBlock(x_in + row0 * raw_size, raw_size, raw_size, rows, Floats(b.x));
           LoadBlock(s_in + row0 * width + k0, width, lstm_width, rows, Floats(b.old_state));
           LoadBlock(do_in + row0 * hidden, hidden, hidden, rows, Floats(d_out));
           LoadBlock(ds_in + row0 * width + k0, width, lstm_width, rows, Floats(d_new));
-          stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.xh.data(), b.gates.data(),
-                        b.tanh_c.data());
+          stack.Forward(b.x.data(), b.old_state.data(), b.new_state.data(), b.emb.data(), b.xh.data(),
+                        b.gates.data(), b.tanh_c.data());
           stack.Backward(b.old_state.data(), b.gates.data(), b.tanh_c.data(), d_out.data(), d_new.data(),
                          d_x.data(), d_old.data(), dz.data(), d_xh.data(), d_above.data());
-          StoreBlock(Floats(d_x), in_size, rows, dx_out + row0 * in_size, in_size);
+          if (stack.embed) {
+            stack.EmbedBackward(b.emb.data(), d_x.data(), dz_emb.data(), d_raw.data());
+            for (int k = 0; k < raw_size; ++k)
+              std::copy(&b.x[k * kCols], &b.x[(k + 1) * kCols], &x_super[k * kStride + slot * kCols]);
+            for (int j = 0; j < stack.embed_padded; ++j)
+              std::copy(&dz_emb[j * kCols], &dz_emb[(j + 1) * kCols], &dz_emb_super[j * kStride + slot * kCols]);
+          }
+          StoreBlock(Floats(stack.embed ? d_raw : d_x), raw_size, rows, dx_out + row0 * raw_size, raw_size);
           for (int64_t row = row0; row < row0 + rows; ++row) std::fill(ds_out + row * width, ds_out + row * width + k0, 0.0f);
           StoreBlock(Floats(d_old), lstm_width, rows, ds_out + row0 * width + k0, width);
           for (int l = 0; l < layers; ++l) {
@@ -565,6 +643,22 @@ class LstmStackStepGradOp : public OpKernel {
         for (int j = 0; j < 4 * hidden; ++j) dbf[j] += part[rows * stack.padded + j];
       }
     }
+    if (stack.embed) {
+      Tensor* dk = nullptr;
+      Tensor* db = nullptr;
+      OP_REQUIRES_OK(context, d_input_kernel.allocate(0, TensorShape({raw_size, in_size}), &dk));
+      OP_REQUIRES_OK(context, d_input_bias.allocate(0, TensorShape({in_size}), &db));
+      float* dkf = dk->flat<float>().data();
+      float* dbf = db->flat<float>().data();
+      std::fill(dkf, dkf + raw_size * in_size, 0.0f);
+      std::fill(dbf, dbf + in_size, 0.0f);
+      for (int64_t p = 0; p < partitions; ++p) {
+        const float* part = &partial[p * acc_size + embed_offset];
+        for (int k = 0; k < raw_size; ++k)
+          for (int j = 0; j < in_size; ++j) dkf[k * in_size + j] += part[k * stack.embed_padded + j];
+        for (int j = 0; j < in_size; ++j) dbf[j] += part[raw_size * stack.embed_padded + j];
+      }
+    }
   }
 
  private:
@@ -581,7 +675,10 @@ REGISTER_OP("L2oLstmStackStep")
     .Input("new_prefix: float")
     .Input("kernels: num_layers * float")
     .Input("biases: num_layers * float")
+    .Input("input_kernel: num_embed * float")
+    .Input("input_bias: num_embed * float")
     .Attr("num_layers: int >= 1")
+    .Attr("num_embed: int >= 0 = 0")
     .Output("output: float")
     .Output("new_state: float")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
@@ -597,7 +694,7 @@ REGISTER_OP("L2oLstmStackStep")
       c->set_output(1, state);
       return ::tensorflow::OkStatus();
     })
-    .Doc("One fused LSTMStack step per coordinate row (forward only); see lstm_stack_step.cc.");
+    .Doc("One fused LSTMStack step per coordinate row (its gradient: L2oLstmStackStepGrad); see lstm_stack_step.cc.");
 
 REGISTER_KERNEL_BUILDER(Name("L2oLstmStackStep").Device(::tensorflow::DEVICE_CPU), LstmStackStepOp);
 
@@ -608,20 +705,24 @@ REGISTER_OP("L2oLstmStackStepGrad")
     .Input("d_new_state: float")
     .Input("kernels: num_layers * float")
     .Input("biases: num_layers * float")
+    .Input("input_kernel: num_embed * float")
+    .Input("input_bias: num_embed * float")
     .Attr("num_layers: int >= 1")
+    .Attr("num_embed: int >= 0 = 0")
     .Output("d_inputs: float")
     .Output("d_state: float")
     .Output("d_kernels: num_layers * float")
     .Output("d_biases: num_layers * float")
+    .Output("d_input_kernel: num_embed * float")
+    .Output("d_input_bias: num_embed * float")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       int num_layers;
       TF_RETURN_IF_ERROR(c->GetAttr("num_layers", &num_layers));
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(1));
-      for (int l = 0; l < num_layers; ++l) {
-        c->set_output(2 + l, c->input(4 + l));
-        c->set_output(2 + num_layers + l, c->input(4 + num_layers + l));
-      }
+      int num_embed;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_embed", &num_embed));
+      for (int l = 0; l < 2 * num_layers + 2 * num_embed; ++l) c->set_output(2 + l, c->input(4 + l));
       return ::tensorflow::OkStatus();
     })
     .Doc("The gradient of L2oLstmStackStep (new_prefix's excepted); see lstm_stack_step.cc.");

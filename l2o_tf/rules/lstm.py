@@ -47,20 +47,24 @@ class LSTMStack:
     def state_size(self):
         return 2 * self.num_layers * self.hidden_size
 
-    def __call__(self, inputs, state, new_prefix=None):
+    def __call__(self, inputs, state, new_prefix=None, embedding=None):
         """One step for every row: returns (top-layer output ``[n, H]``, new flat state).
 
         ``state`` may start with ``k`` columns the caller owns (a rule's moments): then
         ``new_prefix`` ``[n, k]`` gives their new values, and the new state is
-        ``[new_prefix, h0, c0, ...]``.  Inside :func:`l2o_tf.kernels.native` (the apply step
-        of ``LearnedOptimizer(native_kernel=True)``) the native fused kernel runs this step.
+        ``[new_prefix, h0, c0, ...]``.  ``embedding=(kernel, bias)`` is an ELU input layer,
+        ``elu(inputs @ kernel + bias)``, applied first (RNNprop's).  Inside
+        :func:`l2o_tf.kernels.native` (``LearnedOptimizer(native_kernel=True)``'s apply step,
+        ``MetaTrainConfig(native_kernel=True)``'s unrolls) the native fused kernel runs this step.
         """
         if kernels.native_enabled():
             if new_prefix is None:
                 new_prefix = tf.zeros([tf.shape(state)[0], 0], state.dtype)
             scale = self._gate_scale
             return kernels.lstm_stack_step(inputs, state, new_prefix, [kernel * scale for kernel in self.kernels],
-                                           [bias * scale for bias in self.biases])
+                                           [bias * scale for bias in self.biases], embedding)
+        if embedding is not None:
+            inputs = tf.nn.elu(tf.matmul(inputs, embedding[0]) + embedding[1])
         prefix = [] if new_prefix is None else [new_prefix]
         output, parts = self.step(inputs, self.split_state(state[:, new_prefix.shape[1]:] if prefix else state))
         return output, tf.concat(prefix + parts, axis=1)

@@ -122,8 +122,8 @@ class RNNprop(UpdateRule):
     def call(self, grads, params, state, step):
         k = self.num_moments
         inputs, moments = self.normalized_inputs(grads, tf.unstack(state[:, :k], axis=1), step)
-        embedded = tf.nn.elu(tf.matmul(inputs, self.input_kernel) + self.input_bias)
-        hidden, new_state = self.lstm(embedded, state, new_prefix=tf.stack(moments, axis=1))
+        hidden, new_state = self.lstm(inputs, state, new_prefix=tf.stack(moments, axis=1),
+                                      embedding=(self.input_kernel, self.input_bias))
         logits = tf.matmul(hidden, self.output_kernel) + self.output_bias
         if self.output_form == "adam_scaled":
             # Learned per-coordinate log step sizes on Adam-like directions (m_hat / sqrt(v_hat), and
