@@ -1,4 +1,4 @@
-"""Numerical helpers shared by the tests: finite-difference gradient checks."""
+"""Numerical helpers shared by the tests: finite-difference gradient checks and what they differentiate."""
 
 import numpy as np
 import tensorflow as tf
@@ -21,3 +21,15 @@ def directional_fd_check(fn, params, seed=0, eps=1e-3, rtol=2e-2, atol=1e-4):
     numeric = (plus - minus) / (2 * eps)
     assert abs(analytic - numeric) <= atol + rtol * abs(numeric), (analytic, numeric)
     return analytic, numeric
+
+
+def stateless_unroll(rule, weights, task, params, state, config):
+    """The unroll with the rule's weights given as tensors (``Layer.stateless_call``): a function of them to check."""
+    from l2o_tf.meta import unroll as unroll_lib  # noqa: PLC0415
+
+    class _Bound:
+        def __call__(self, *args):
+            out, _ = rule.stateless_call(weights, [], *args)
+            return out
+
+    return unroll_lib.unroll(task, _Bound(), params, state, 0, 0, config)

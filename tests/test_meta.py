@@ -17,7 +17,7 @@ from l2o_tf import rules, tasks
 from l2o_tf.evaluate import evaluate_rule
 from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
 from l2o_tf.meta import unroll as unroll_lib
-from numerics import directional_fd_check
+from numerics import directional_fd_check, stateless_unroll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,20 +31,9 @@ def test_meta_gradient_matches_finite_differences(rule_cls):
     params, state = task.init_params(0), rule.initial_state(6)
 
     def meta_loss(weights):
-        return _stateless_unroll(rule, weights, task, params, state, config).meta_loss
+        return stateless_unroll(rule, weights, task, params, state, config).meta_loss
 
     directional_fd_check(meta_loss, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-4)
-
-
-def _stateless_unroll(rule, weights, task, params, state, config):
-    """The unroll with the rule's weights given as tensors (``Layer.stateless_call``)."""
-
-    class _Bound:
-        def __call__(self, *args):
-            out, _ = rule.stateless_call(weights, [], *args)
-            return out
-
-    return unroll_lib.unroll(task, _Bound(), params, state, 0, 0, config)
 
 
 def test_log_loss_meta_loss_weighs_log_losses_and_matches_finite_differences():
@@ -54,11 +43,11 @@ def test_log_loss_meta_loss_weighs_log_losses_and_matches_finite_differences():
     params, state = task.init_params(0), rule.initial_state(3)
     weights = [w.value for w in rule.trainable_weights]
     config = UnrollConfig(length=4, second_order=True, log_loss=True)
-    plain = _stateless_unroll(rule, weights, task, params, state, UnrollConfig(4, second_order=True))
-    logged = _stateless_unroll(rule, weights, task, params, state, config)
+    plain = stateless_unroll(rule, weights, task, params, state, UnrollConfig(4, second_order=True))
+    logged = stateless_unroll(rule, weights, task, params, state, config)
     np.testing.assert_allclose(logged.losses.numpy(), plain.losses.numpy())
     np.testing.assert_allclose(float(logged.meta_loss), float(np.mean(np.log(plain.losses.numpy()))), rtol=1e-6)
-    directional_fd_check(lambda w: _stateless_unroll(rule, w, task, params, state, config).meta_loss,
+    directional_fd_check(lambda w: stateless_unroll(rule, w, task, params, state, config).meta_loss,
                          weights, eps=1e-2, rtol=3e-2, atol=1e-4)
 
 

@@ -200,6 +200,17 @@ inline int RoundUp4(int x) { return (x + 3) / 4 * 4; }
 
 inline int RoundUp(int x) { return (x + kGateChunk - 1) / kGateChunk * kGateChunk; }
 
+// The weight inputs both ops take.
+struct WeightInputs {
+  ::tensorflow::Status Read(OpKernelContext* context) {
+    TF_RETURN_IF_ERROR(context->input_list("kernels", &kernels));
+    TF_RETURN_IF_ERROR(context->input_list("biases", &biases));
+    TF_RETURN_IF_ERROR(context->input_list("input_kernel", &input_kernel));
+    return context->input_list("input_bias", &input_bias);
+  }
+  OpInputList kernels, biases, input_kernel, input_bias;
+};
+
 // The stack's sizes, its weights padded for Affine, and the block-level steps shared by the
 // forward and backward ops.
 class Stack {
@@ -217,8 +228,9 @@ class Stack {
 
   // The weights as [rows_in, padded] (forward) and, for the backward op, transposed as
   // [padded, RoundUp(rows_in)].
-  void SetWeights(const OpInputList& kernels, const OpInputList& biases, const OpInputList& input_kernel,
-                  const OpInputList& input_bias, bool transposed) {
+  void SetWeights(const WeightInputs& inputs, bool transposed) {
+    const OpInputList &kernels = inputs.kernels, &biases = inputs.biases;
+    const OpInputList &input_kernel = inputs.input_kernel, &input_bias = inputs.input_bias;
     if (embed) {
       const float* w = input_kernel[0].flat<float>().data();
       embed_w.assign(raw_size * embed_padded, 0.0f);
@@ -377,9 +389,10 @@ inline void PrefetchBlock(const float* src, int64_t stride, int cols, int64_t ro
 inline float* Floats(std::vector<Vec>& v) { return reinterpret_cast<float*>(v.data()); }
 
 // Checks the shapes shared by both ops and sets the stack they describe.
-::tensorflow::Status CheckStack(const Tensor& inputs, const Tensor& state, int prefix_cols,
-                                const OpInputList& kernels, const OpInputList& biases,
-                                const OpInputList& input_kernel, const OpInputList& input_bias, Stack* stack) {
+::tensorflow::Status CheckStack(const Tensor& inputs, const Tensor& state, int prefix_cols, const WeightInputs& w,
+                                Stack* stack) {
+  const OpInputList &kernels = w.kernels, &biases = w.biases, &input_kernel = w.input_kernel;
+  const OpInputList& input_bias = w.input_bias;
   if (inputs.dims() != 2 || state.dims() != 2) return InvalidArgument("inputs and state must be matrices [n, ...]");
   if (biases[0].dims() != 1) return InvalidArgument("biases must be vectors [4 * hidden]");
   const int layers = kernels.size();
@@ -426,17 +439,13 @@ class LstmStackStepOp : public OpKernel {
     const Tensor& inputs = context->input(0);
     const Tensor& state = context->input(1);
     const Tensor& prefix = context->input(2);
-    OpInputList kernels, biases, input_kernel, input_bias;
-    OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
-    OP_REQUIRES_OK(context, context->input_list("biases", &biases));
-    OP_REQUIRES_OK(context, context->input_list("input_kernel", &input_kernel));
-    OP_REQUIRES_OK(context, context->input_list("input_bias", &input_bias));
+    WeightInputs weights;
+    OP_REQUIRES_OK(context, weights.Read(context));
     OP_REQUIRES(context, prefix.dims() == 2 && prefix.dim_size(0) == inputs.dim_size(0),
                 InvalidArgument("new_prefix must be a matrix [n, k], got ", prefix.shape().DebugString()));
     Stack stack(0, 0, false, 0, 0);
-    OP_REQUIRES_OK(context,
-                   CheckStack(inputs, state, prefix.dim_size(1), kernels, biases, input_kernel, input_bias, &stack));
-    stack.SetWeights(kernels, biases, input_kernel, input_bias, false);
+    OP_REQUIRES_OK(context, CheckStack(inputs, state, prefix.dim_size(1), weights, &stack));
+    stack.SetWeights(weights, false);
     const int64_t n = inputs.dim_size(0);
     const int in_size = stack.raw_size, hidden = stack.hidden, k0 = prefix.dim_size(1);
     const int lstm_width = stack.lstm_width, width = k0 + lstm_width;
@@ -491,19 +500,17 @@ class LstmStackStepGradOp : public OpKernel {
     const Tensor& state = context->input(1);
     const Tensor& d_output = context->input(2);
     const Tensor& d_new_state = context->input(3);
-    OpInputList kernels, biases, input_kernel, input_bias;
-    OP_REQUIRES_OK(context, context->input_list("kernels", &kernels));
-    OP_REQUIRES_OK(context, context->input_list("biases", &biases));
-    OP_REQUIRES_OK(context, context->input_list("input_kernel", &input_kernel));
-    OP_REQUIRES_OK(context, context->input_list("input_bias", &input_bias));
+    WeightInputs weights;
+    OP_REQUIRES_OK(context, weights.Read(context));
+    const OpInputList &kernels = weights.kernels, &biases = weights.biases;
     OP_REQUIRES(context, state.dims() == 2 && biases[0].dims() == 1,
                 InvalidArgument("state must be a matrix [n, width] and biases vectors"));
     Stack stack(0, 0, false, 0, 0);
     const int lstm_width_guess = 2 * kernels.size() * (biases[0].dim_size(0) / 4);
     const int k0 = state.dim_size(1) - lstm_width_guess;
     OP_REQUIRES(context, k0 >= 0, InvalidArgument("state is narrower than the LSTM state"));
-    OP_REQUIRES_OK(context, CheckStack(inputs, state, k0, kernels, biases, input_kernel, input_bias, &stack));
-    stack.SetWeights(kernels, biases, input_kernel, input_bias, true);
+    OP_REQUIRES_OK(context, CheckStack(inputs, state, k0, weights, &stack));
+    stack.SetWeights(weights, true);
     const int64_t n = inputs.dim_size(0);
     const int raw_size = stack.raw_size, in_size = stack.in_size, hidden = stack.hidden, layers = stack.layers;
     const int lstm_width = stack.lstm_width, width = state.dim_size(1);
