@@ -35,7 +35,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             native fused CPU kernel (:mod:`l2o_tf.kernels`), compiled with the
             system C++ compiler on first use: the fastest CPU step
             (``benchmarks/rule_flop_fraction.py``); equal to the TensorFlow step
-            to float rounding.  CPU only and forward only; it cannot be compiled
+            to float rounding.  CPU only; it cannot be compiled
             by XLA, so it excludes ``jit_compile`` and needs
             ``model.compile(jit_compile=False)`` where Keras would use XLA.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments

@@ -3,11 +3,11 @@
 One so far: ``lstm_stack_step``, the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`
 that :class:`l2o_tf.LearnedOptimizer` runs when built with ``native_kernel=True``, with its
 gradient (a second fused op), so that meta-training unrolls
-(``MetaTrainConfig(native_kernel=True)``) run it too.  The source ships with the package; the first use compiles it
-with the system C++ compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of
-``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by
-the source, the TensorFlow version, the compiler and its flags, and this CPU, so later
-processes load it in milliseconds.
+(``MetaTrainConfig(native_kernel=True)``) run it too.  The source ships with the package;
+the first use compiles it with the system C++ compiler (``$CXX``, else ``c++``, ``g++`` or
+``clang++``) and the flags of ``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default
+``~/.cache/l2o_tf/kernels``), keyed by the source, the TensorFlow version, the compiler and
+its flags, and this CPU, so later processes load it in milliseconds.
 """
 
 import contextlib
