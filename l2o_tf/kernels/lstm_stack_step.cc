@@ -386,6 +386,13 @@ inline void PrefetchBlock(const float* src, int64_t stride, int cols, int64_t ro
     for (int k = 0; k < cols; k += 64 / sizeof(float)) __builtin_prefetch(src + r * stride + k);
 }
 
+// Copies a block's `rows` features (kCols vectors each) into slot `slot` of a super-block
+// buffer laid out [rows, kStride] vectors: what AccumulateOuter sums over.
+template <int kStride>
+inline void CopyToSlot(const Vec* src, int rows, int slot, Vec* super) {
+  for (int k = 0; k < rows; ++k) std::copy(src + k * kCols, src + (k + 1) * kCols, super + k * kStride + slot * kCols);
+}
+
 inline float* Floats(std::vector<Vec>& v) { return reinterpret_cast<float*>(v.data()); }
 
 // Checks the shapes shared by both ops and sets the stack they describe.
@@ -602,21 +609,15 @@ class LstmStackStepGradOp : public OpKernel {
                          d_x.data(), d_old.data(), dz.data(), d_xh.data(), d_above.data());
           if (stack.embed) {
             stack.EmbedBackward(b.emb.data(), d_x.data(), dz_emb.data(), d_raw.data());
-            for (int k = 0; k < raw_size; ++k)
-              std::copy(&b.x[k * kCols], &b.x[(k + 1) * kCols], &x_super[k * kStride + slot * kCols]);
-            for (int j = 0; j < stack.embed_padded; ++j)
-              std::copy(&dz_emb[j * kCols], &dz_emb[(j + 1) * kCols], &dz_emb_super[j * kStride + slot * kCols]);
+            CopyToSlot<kStride>(b.x.data(), raw_size, slot, x_super.data());
+            CopyToSlot<kStride>(dz_emb.data(), stack.embed_padded, slot, dz_emb_super.data());
           }
           StoreBlock(Floats(stack.embed ? d_raw : d_x), raw_size, rows, dx_out + row0 * raw_size, raw_size);
           for (int64_t row = row0; row < row0 + rows; ++row) std::fill(ds_out + row * width, ds_out + row * width + k0, 0.0f);
           StoreBlock(Floats(d_old), lstm_width, rows, ds_out + row0 * width + k0, width);
           for (int l = 0; l < layers; ++l) {
-            const Vec* xh = b.xh.data() + stack.xh_offset(l);
-            const Vec* dzl = dz.data() + l * stack.padded * kCols;
-            for (int k = 0; k < stack.rows_in(l); ++k)
-              std::copy(xh + k * kCols, xh + (k + 1) * kCols, &xh_super[l][k * kStride + slot * kCols]);
-            for (int j = 0; j < stack.padded; ++j)
-              std::copy(dzl + j * kCols, dzl + (j + 1) * kCols, &dz_super[l][j * kStride + slot * kCols]);
+            CopyToSlot<kStride>(b.xh.data() + stack.xh_offset(l), stack.rows_in(l), slot, xh_super[l].data());
+            CopyToSlot<kStride>(dz.data() + l * stack.padded * kCols, stack.padded, slot, dz_super[l].data());
           }
           if (++slot == kSuper) {
             flush(slot);
@@ -633,38 +634,34 @@ class LstmStackStepGradOp : public OpKernel {
     const int64_t cost = 3 * (blocks / partitions + 1) * kBlock * 2 * layers * (2 * hidden) * 4 * hidden;
     ::tensorflow::Shard(threads->num_threads, threads->workers, partitions, cost, work);
 
+    // A weight's gradient [rows, cols] and its bias's [cols]: the partitions' sums in order, read
+    // from their accumulators at `offset` ([rows + 1, stride]: the bias is the row of ones).
+    auto sum_partitions = [&](int64_t offset, int rows, int cols, int stride, Tensor* dk, Tensor* db) {
+      float* dkf = dk->flat<float>().data();
+      float* dbf = db->flat<float>().data();
+      std::fill(dkf, dkf + rows * cols, 0.0f);
+      std::fill(dbf, dbf + cols, 0.0f);
+      for (int64_t p = 0; p < partitions; ++p) {
+        const float* part = &partial[p * acc_size + offset];
+        for (int k = 0; k < rows; ++k)
+          for (int j = 0; j < cols; ++j) dkf[k * cols + j] += part[k * stride + j];
+        for (int j = 0; j < cols; ++j) dbf[j] += part[rows * stride + j];
+      }
+    };
     for (int l = 0; l < layers; ++l) {
       const int rows = stack.rows_in(l);
       Tensor* dk = nullptr;
       Tensor* db = nullptr;
       OP_REQUIRES_OK(context, d_kernels.allocate(l, TensorShape({rows, 4 * hidden}), &dk));
       OP_REQUIRES_OK(context, d_biases.allocate(l, TensorShape({4 * hidden}), &db));
-      float* dkf = dk->flat<float>().data();
-      float* dbf = db->flat<float>().data();
-      std::fill(dkf, dkf + rows * 4 * hidden, 0.0f);
-      std::fill(dbf, dbf + 4 * hidden, 0.0f);
-      for (int64_t p = 0; p < partitions; ++p) {
-        const float* part = &partial[p * acc_size + w_offset[l]];
-        for (int k = 0; k < rows; ++k)
-          for (int j = 0; j < 4 * hidden; ++j) dkf[k * 4 * hidden + j] += part[k * stack.padded + j];
-        for (int j = 0; j < 4 * hidden; ++j) dbf[j] += part[rows * stack.padded + j];
-      }
+      sum_partitions(w_offset[l], rows, 4 * hidden, stack.padded, dk, db);
     }
     if (stack.embed) {
       Tensor* dk = nullptr;
       Tensor* db = nullptr;
       OP_REQUIRES_OK(context, d_input_kernel.allocate(0, TensorShape({raw_size, in_size}), &dk));
       OP_REQUIRES_OK(context, d_input_bias.allocate(0, TensorShape({in_size}), &db));
-      float* dkf = dk->flat<float>().data();
-      float* dbf = db->flat<float>().data();
-      std::fill(dkf, dkf + raw_size * in_size, 0.0f);
-      std::fill(dbf, dbf + in_size, 0.0f);
-      for (int64_t p = 0; p < partitions; ++p) {
-        const float* part = &partial[p * acc_size + embed_offset];
-        for (int k = 0; k < raw_size; ++k)
-          for (int j = 0; j < in_size; ++j) dkf[k * in_size + j] += part[k * stack.embed_padded + j];
-        for (int j = 0; j < in_size; ++j) dbf[j] += part[raw_size * stack.embed_padded + j];
-      }
+      sum_partitions(embed_offset, raw_size, in_size, stack.embed_padded, dk, db);
     }
   }
 
