@@ -1,11 +1,14 @@
 """One model.fit train step (batch 128): Keras Adam vs LearnedOptimizer(RNNprop / DM-LSTM): per-variable, fused,
-fused with the rule step compiled by XLA, and fused with the native LSTM kernel."""
+fused with the rule step compiled by XLA, and fused with the native kernels."""
+
+import statistics
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.timing import emit, median_seconds
+from benchmarks.timing import emit
 from l2o_tf import LearnedOptimizer, rules
 
 
@@ -31,13 +34,32 @@ OPTIMIZERS = {
     # The rule step compiled with XLA on its own (Keras leaves the train step uncompiled on a CPU).
     "rnnprop_fused_xla": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, jit_compile=True),
     "dmlstm_fused_xla": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, jit_compile=True),
-    # The LSTM stack run by l2o_tf's native fused CPU kernel.
+    # l2o_tf's native fused CPU kernels: RNNprop's whole step, DM-LSTM's LSTM stack.
     "rnnprop_fused_native": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, native_kernel=True),
     "dmlstm_fused_native": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, native_kernel=True),
 }
 
 
-def step_ms(build_model, make_optimizer, steps=10):
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each train step of ``fit``, from its batch's begin to its end callback.
+
+    Not the whole ``fit`` call over its steps: after the last step, the teardown of the
+    dataset's iterator sometimes blocks for about one second (seen with every optimizer on
+    this machine), which a 10-step fit counted as 100 ms per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def step_ms(build_model, make_optimizer, steps=10, repeats=3):
+    """Median train-step time over ``repeats`` fits of ``steps`` steps, after one warm-up fit."""
     keras.utils.set_random_seed(0)
     model = build_model()
     model.compile(optimizer=make_optimizer(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -46,8 +68,11 @@ def step_ms(build_model, make_optimizer, steps=10):
     data = tf.data.Dataset.from_tensor_slices(
         (gen.uniform(size=shape).astype("float32"), gen.integers(0, 10, shape[0]))
     ).batch(128).cache()
-    seconds = median_seconds(lambda: model.fit(data, epochs=1, verbose=0), repeats=3, warmup=1)
-    return {"ms": 1000 * seconds / steps, "parameters": int(model.count_params())}
+    model.fit(data, epochs=1, verbose=0)
+    timer = StepTimer()
+    for _ in range(repeats):
+        model.fit(data, epochs=1, verbose=0, callbacks=[timer])
+    return {"ms": 1000 * statistics.median(timer.seconds), "parameters": int(model.count_params())}
 
 
 def measure(names=tuple(OPTIMIZERS)):

@@ -1,7 +1,8 @@
 """FLOPs of one rule step, counted from its layer shapes, per second, over the matmul bound.
 
-Three implementations: TF kernels, XLA, and the native fused kernel of
-``LearnedOptimizer(native_kernel=True)`` (``l2o_tf/kernels``).  It also measures why the TF/XLA
+Four implementations: TF kernels, XLA, the native kernels as ``LearnedOptimizer(native_kernel=True)``
+applies them (``_native``: RNNprop's whole step in one kernel), and the differentiable native LSTM-stack
+kernel with the rest in TF, as meta-training runs it (``_native_stack``; l2o_tf/kernels).  It also measures why the TF/XLA
 fractions stay low on a CPU: the rule's elementwise activations (not counted as FLOPs) each
 take a pass over ``[coordinates, ...]``.  ``activation_bound`` times one XLA ``tanh`` over all of
 a step's activations and gives the fraction that any implementation built from TF/XLA kernels
@@ -46,13 +47,13 @@ def measure(num_coordinates=1_000_000, bound_gflops=None):
     bound_gflops = bound_gflops or matmul_gflops.measure()["gflops"]
     out = {"num_coordinates": num_coordinates, "matmul_gflops": bound_gflops}
     for name, rule in (("rnnprop", rules.RNNprop()), ("dmlstm", rules.DMLSTM())):
-        # TF kernels; XLA, which fuses the LSTM's elementwise gate work; l2o_tf's native fused kernel.
-        for variant in ("", "_xla", "_native"):
+        # TF kernels; XLA, which fuses the LSTM's elementwise gate work; l2o_tf's native kernels.
+        for variant in ("", "_xla", "_native", "_native_stack"):
             grads = tf.random.stateless_normal([num_coordinates], [1, 2])
             state = rule.initial_state(num_coordinates)
 
-            def apply(g, s, rule=rule, native=variant == "_native"):
-                with kernels.native(native):
+            def apply(g, s, rule=rule, variant=variant):
+                with kernels.native(variant.startswith("_native"), whole_rule=variant == "_native"):
                     return rule(g, g, s, tf.constant(3, tf.int64))
 
             step = tf.function(apply, jit_compile=variant == "_xla")

@@ -31,11 +31,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             compile the train step (Keras leaves XLA off on CPU-only machines).
             Faster on a CPU (``benchmarks/fit_step_ms.py``); equal to the
             uncompiled step to float rounding, not bit for bit.
-        native_kernel: run the rule's LSTM stack (DM-LSTM, RNNprop) with l2o_tf's
-            native fused CPU kernel (:mod:`l2o_tf.kernels`), compiled with the
-            system C++ compiler on first use: the fastest CPU step
-            (``benchmarks/rule_flop_fraction.py``); equal to the TensorFlow step
-            to float rounding.  CPU only; it cannot be compiled
+        native_kernel: run the rule step with l2o_tf's native fused CPU kernels
+            (:mod:`l2o_tf.kernels`), compiled with the system C++ compiler on
+            first use: RNNprop's whole step in one kernel, DM-LSTM's LSTM stack;
+            the fastest CPU step (``benchmarks/rule_flop_fraction.py``); equal to
+            the TensorFlow step to float rounding.  CPU only; it cannot be compiled
             by XLA, so it excludes ``jit_compile`` and needs
             ``model.compile(jit_compile=False)`` where Keras would use XLA.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
@@ -114,7 +114,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     def _rule_step(self, flat_grads, flat_params, state, learning_rate):
         """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
-        with kernels.native(self.native_kernel):
+        # Nothing differentiates an optimizer's apply step: rules run their whole-step kernel.
+        with kernels.native(self.native_kernel, whole_rule=True):
             updates, new_state = self._apply_rule(flat_grads, flat_params, state,
                                                   tf.convert_to_tensor(self.iterations))
         updates = tf.cast(learning_rate, tf.float32) * updates

@@ -23,6 +23,15 @@ def directional_fd_check(fn, params, seed=0, eps=1e-3, rtol=2e-2, atol=1e-4):
     return analytic, numeric
 
 
+def random_rule_state(rule, n, seed):
+    """A rule state far from the initial one: moments >= 0, LSTM h and c of both signs and |c| > 1."""
+    gen = np.random.default_rng(seed)
+    state = gen.normal(scale=2.0, size=(n, rule.state_size)).astype("float32")
+    moments = getattr(rule, "num_moments", 0)
+    state[:, :moments] = np.abs(state[:, :moments])
+    return tf.constant(state)
+
+
 def stateless_unroll(rule, weights, task, params, state, config):
     """The unroll with the rule's weights given as tensors (``Layer.stateless_call``): a function of them to check."""
     from l2o_tf.meta import unroll as unroll_lib  # noqa: PLC0415

@@ -12,21 +12,12 @@ import tensorflow as tf
 import l2o_tf
 from l2o_tf import kernels, rules, tasks
 from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
-from numerics import directional_fd_check, stateless_unroll
+from numerics import directional_fd_check, random_rule_state, stateless_unroll
 
 pytestmark = pytest.mark.skipif(
     not any(shutil.which(name) for name in ("c++", "g++", "clang++")),
     reason="no C++ compiler on this machine to build the native kernel",
 )
-
-
-def _random_state(rule, n, seed):
-    """A state far from the initial one: moments >= 0, LSTM h and c of both signs and |c| > 1."""
-    gen = np.random.default_rng(seed)
-    state = gen.normal(scale=2.0, size=(n, rule.state_size)).astype("float32")
-    moments = getattr(rule, "num_moments", 0)
-    state[:, :moments] = np.abs(state[:, :moments])
-    return tf.constant(state)
 
 
 RULES = {
@@ -45,7 +36,7 @@ def test_rule_step_equals_tensorflow_step(name, n):
     gen = np.random.default_rng(n)
     grads = tf.constant(gen.normal(scale=3.0, size=n).astype("float32"))
     params = tf.constant(gen.normal(size=n).astype("float32"))
-    state = _random_state(rule, n, seed=n + 1)
+    state = random_rule_state(rule, n, seed=n + 1)
     step = tf.constant(4, tf.int64)
     expected_updates, expected_state = rule(grads, params, state, step)
     with kernels.native():
@@ -64,7 +55,7 @@ def test_saturated_gates_stay_finite_and_equal():
     for weight in rule.trainable_weights:
         weight.assign(weight * 200.0)
     grads = tf.constant(np.linspace(-50.0, 50.0, 64).astype("float32"))
-    state = _random_state(rule, 64, seed=3)
+    state = random_rule_state(rule, 64, seed=3)
     step = tf.constant(1, tf.int64)
     expected = rule(grads, grads, state, step)
     with kernels.native():
@@ -115,7 +106,7 @@ def test_wrong_shapes_name_the_problem():
     rule = rules.RNNprop(hidden_size=4, num_layers=1)
     kernel, bias = rule.lstm.kernels[0], rule.lstm.biases[0]
     inputs = tf.zeros([5, 4])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \[n, new_prefix columns"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \[n, leading columns"):
         kernels.lstm_stack_step(inputs, tf.zeros([5, 9]), tf.zeros([5, 2]), [kernel], [bias])
     with pytest.raises(tf.errors.InvalidArgumentError, match="layer 0 needs kernel"):
         kernels.lstm_stack_step(tf.zeros([5, 3]), tf.zeros([5, 10]), tf.zeros([5, 2]), [kernel], [bias])
@@ -148,7 +139,7 @@ def _two_step_gradients(rule, n, native):
     gradient input (through the rules' preprocessing: the kernel's input gradient)."""
     gen = np.random.default_rng(n)
     grads = tf.constant(gen.normal(scale=3.0, size=n).astype("float32"))
-    state = _random_state(rule, n, seed=n + 1)
+    state = random_rule_state(rule, n, seed=n + 1)
     with tf.GradientTape() as tape:
         tape.watch([grads, state])
         with kernels.native(native):

@@ -1,13 +1,17 @@
 """Native CPU kernels, compiled on first use against the installed TensorFlow.
 
-One so far: ``lstm_stack_step``, the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`
-that :class:`l2o_tf.LearnedOptimizer` runs when built with ``native_kernel=True``, with its
-gradient (a second fused op), so that meta-training unrolls
-(``MetaTrainConfig(native_kernel=True)``) run it too.  The source ships with the package;
-the first use compiles it with the system C++ compiler (``$CXX``, else ``c++``, ``g++`` or
-``clang++``) and the flags of ``tf.sysconfig`` into ``$L2O_KERNEL_CACHE`` (default
-``~/.cache/l2o_tf/kernels``), keyed by the source, the TensorFlow version, the compiler and
-its flags, and this CPU, so later processes load it in milliseconds.
+- ``lstm_stack_step``: the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`, with its
+  gradient (a second fused op), so that meta-training unrolls
+  (``MetaTrainConfig(native_kernel=True)``) run it;
+- ``rnnprop_step``: the whole :class:`l2o_tf.rules.RNNprop` step (moments, inputs, stack,
+  head) in one pass, forward only: what ``LearnedOptimizer(native_kernel=True)`` applies,
+  where nothing differentiates the step.  Other rules run the stack kernel there.
+
+The sources ship with the package; the first use compiles them with the system C++ compiler
+(``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of ``tf.sysconfig`` into
+``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by the sources, the
+TensorFlow version, the compiler and its flags, and this CPU, so later processes load the
+library in milliseconds.
 """
 
 import contextlib
@@ -21,8 +25,11 @@ import tempfile
 
 import tensorflow as tf
 
-_SOURCE = os.path.join(os.path.dirname(__file__), "lstm_stack_step.cc")
-_NATIVE = contextvars.ContextVar("l2o_tf_native_kernels", default=False)
+_HERE = os.path.dirname(__file__)
+# The ops (compiled together into one library) and the header they share (hashed into the cache key).
+_SOURCES = [os.path.join(_HERE, name) for name in ("lstm_stack_step.cc", "rnnprop_step.cc")]
+_HEADERS = [os.path.join(_HERE, "lstm_core.h")]
+_NATIVE = contextvars.ContextVar("l2o_tf_native_kernels", default=None)  # None, "stack" or "whole_rule"
 _library = None
 
 
@@ -31,9 +38,13 @@ class KernelBuildError(RuntimeError):
 
 
 @contextlib.contextmanager
-def native(enabled=True):
-    """Within this block (while tracing), LSTM stacks run the native fused kernel."""
-    token = _NATIVE.set(bool(enabled))
+def native(enabled=True, whole_rule=False):
+    """Within this block (while tracing), LSTM stacks run the native fused kernel.
+
+    With ``whole_rule``, rules that have a native kernel for their whole step (RNNprop) run
+    that instead: it has no gradient, so only where the step is applied, not differentiated.
+    """
+    token = _NATIVE.set(("whole_rule" if whole_rule else "stack") if enabled else None)
     try:
         yield
     finally:
@@ -41,7 +52,13 @@ def native(enabled=True):
 
 
 def native_enabled():
-    return _NATIVE.get()
+    """Whether LSTM stacks run the native kernel here."""
+    return _NATIVE.get() is not None
+
+
+def whole_rule_enabled():
+    """Whether rules run their forward-only native whole-step kernel here."""
+    return _NATIVE.get() == "whole_rule"
 
 
 def _compiler():
@@ -69,19 +86,21 @@ def _cpu_signature():
 
 
 def _command(compiler, output):
-    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=fast", "-w", _SOURCE, "-o", output]
+    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=fast", "-w", *_SOURCES, "-o", output]
             + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
 def library_path():
     """Path of the compiled kernel for this source, TensorFlow and CPU (built if missing)."""
     compiler = _compiler()
-    with open(_SOURCE, "rb") as source:
-        key = hashlib.sha256(source.read())
+    key = hashlib.sha256()
+    for name in _SOURCES + _HEADERS:
+        with open(name, "rb") as source:
+            key.update(source.read())
     for part in (tf.__version__, compiler, " ".join(_command(compiler, "")), _cpu_signature()):
         key.update(part.encode())
     cache = os.environ.get("L2O_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "l2o_tf", "kernels")
-    path = os.path.join(cache, f"lstm_stack_step-{key.hexdigest()[:16]}.so")
+    path = os.path.join(cache, f"l2o_tf_kernels-{key.hexdigest()[:16]}.so")
     if os.path.exists(path):
         return path
     os.makedirs(cache, exist_ok=True)
@@ -90,7 +109,7 @@ def library_path():
     result = subprocess.run(_command(compiler, scratch), capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(scratch)
-        raise KernelBuildError(f"compiling {_SOURCE} failed ({compiler}):\n{result.stderr[-3000:]}")
+        raise KernelBuildError(f"compiling {', '.join(_SOURCES)} failed ({compiler}):\n{result.stderr[-3000:]}")
     os.replace(scratch, path)  # atomic: concurrent builders never load a half-written file
     return path
 
@@ -132,3 +151,22 @@ def _lstm_stack_step_grad(op, d_output, d_new_state):
         weights[2 * layers:2 * layers + embeds], weights[2 * layers + embeds:])
     return ([d_inputs, d_state, d_new_state[:, :tf.shape(new_prefix)[1]]] + list(d_kernels) + list(d_biases)
             + list(d_input_kernel) + list(d_input_bias))
+
+
+def rnnprop_step(grads, state, coefficients, stack_weights, input_layer, output_layer, output_form):
+    """The whole RNNprop step for every coordinate (forward only; see ``rnnprop_step.cc``).
+
+    ``coefficients`` is ``[beta, 1 - beta, 1 - beta^t]`` per moment, then ``epsilon`` and
+    ``output_scale``; ``stack_weights`` is the stack's gate-scaled ``(kernels, biases)``;
+    ``input_layer`` and ``output_layer`` are ``(kernel, bias)``.  Returns (updates, new state).
+    """
+    return load().l2o_rnnprop_step(grads, state, coefficients, *stack_weights, *input_layer, *output_layer,
+                                   output_form=output_form)
+
+
+@tf.RegisterGradient("L2oRnnpropStep")
+def _rnnprop_step_grad(op, d_updates, d_new_state):
+    raise NotImplementedError(
+        "the native whole-step RNNprop kernel (LearnedOptimizer(native_kernel=True)'s apply step) has no "
+        "gradient: differentiate the rule outside kernels.native(whole_rule=True), e.g. with "
+        "MetaTrainConfig(native_kernel=True), whose unrolls run the differentiable native LSTM kernel.")

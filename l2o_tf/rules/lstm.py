@@ -60,14 +60,17 @@ class LSTMStack:
         if kernels.native_enabled():
             if new_prefix is None:
                 new_prefix = tf.zeros([tf.shape(state)[0], 0], state.dtype)
-            scale = self._gate_scale
-            return kernels.lstm_stack_step(inputs, state, new_prefix, [kernel * scale for kernel in self.kernels],
-                                           [bias * scale for bias in self.biases], embedding)
+            return kernels.lstm_stack_step(inputs, state, new_prefix, *self.native_weights(), embedding)
         if embedding is not None:
             inputs = tf.nn.elu(tf.matmul(inputs, embedding[0]) + embedding[1])
         prefix = [] if new_prefix is None else [new_prefix]
         output, parts = self.step(inputs, self.split_state(state[:, new_prefix.shape[1]:] if prefix else state))
         return output, tf.concat(prefix + parts, axis=1)
+
+    def native_weights(self):
+        """``(kernels, biases)`` multiplied by the gate scale, as the native kernels take them."""
+        scale = self._gate_scale
+        return [kernel * scale for kernel in self.kernels], [bias * scale for bias in self.biases]
 
     def split_state(self, state):
         """The flat state ``[n, 2 * layers * H]`` as its blocks ``[h0, c0, h1, c1, ...]``, each ``[n, H]``.

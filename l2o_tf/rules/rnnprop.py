@@ -4,6 +4,7 @@ Better Generalization and Longer Horizons")."""
 import keras
 import tensorflow as tf
 
+from l2o_tf import kernels
 from l2o_tf.rules.base import UpdateRule, step_count
 from l2o_tf.rules.lstm import LSTMStack
 
@@ -120,6 +121,8 @@ class RNNprop(UpdateRule):
         return second, tf.sqrt(second / (1.0 - tf.pow(beta, t))) + self.epsilon
 
     def call(self, grads, params, state, step):
+        if kernels.whole_rule_enabled():
+            return self._native_call(grads, state, step)
         k = self.num_moments
         inputs, moments = self.normalized_inputs(grads, tf.unstack(state[:, :k], axis=1), step)
         hidden, new_state = self.lstm(inputs, state, new_prefix=tf.stack(moments, axis=1),
@@ -132,3 +135,16 @@ class RNNprop(UpdateRule):
             steps = tf.exp(tf.clip_by_value(logits, -10.0, 5.0)) * directions
             return -self.output_scale * tf.reduce_sum(steps, axis=1), new_state
         return self.output_scale * tf.tanh(logits[:, 0]), new_state
+
+    def _native_call(self, grads, state, step):
+        """:meth:`call` in one native kernel (``kernels.rnnprop_step``, forward only), with the
+        coefficients that the TF step uses, computed the same way."""
+        t = step_count(step)
+        coefficients = []
+        for beta in [self.beta_1, self.beta_2] + ([] if self.long_beta_2 is None else [self.long_beta_2]):
+            coefficients += [tf.constant(beta, tf.float32), tf.constant(1.0 - beta, tf.float32),
+                             1.0 - tf.pow(beta, t)]
+        coefficients += [tf.constant(self.epsilon, tf.float32), tf.constant(self.output_scale, tf.float32)]
+        return kernels.rnnprop_step(grads, state, tf.stack(coefficients), self.lstm.native_weights(),
+                                    (self.input_kernel, self.input_bias), (self.output_kernel, self.output_bias),
+                                    self.output_form)
