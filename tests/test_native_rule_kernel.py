@@ -1,6 +1,6 @@
-"""The native whole-step RNNprop kernel (``kernels.native(whole_rule=True)``, what
-``LearnedOptimizer(native_kernel=True)`` applies): equal to the TensorFlow step in every RNNprop
-configuration, used where it should be, forward only, and clear about bad input."""
+"""The native whole-step rule kernels (``kernels.native(whole_rule=True)``, what
+``LearnedOptimizer(native_kernel=True)`` applies): equal to the TensorFlow step in every RNNprop and
+DM-LSTM configuration, used where they should be, forward only, and clear about bad input."""
 
 import shutil
 
@@ -18,11 +18,14 @@ pytestmark = pytest.mark.skipif(
     reason="no C++ compiler on this machine to build the native kernel",
 )
 
-CONFIGS = {
-    "tanh": dict(hidden_size=5, num_layers=2),
-    "adam_scaled": dict(hidden_size=4, num_layers=2, output_form="adam_scaled"),
-    "long_adam_scaled": dict(hidden_size=3, num_layers=3, long_beta_2=0.999, output_form="adam_scaled"),
-    "long_tanh": dict(hidden_size=6, num_layers=1, long_beta_2=0.99),
+RULES = {
+    "rnnprop_tanh": lambda: rules.RNNprop(hidden_size=5, num_layers=2, seed=3),
+    "rnnprop_adam_scaled": lambda: rules.RNNprop(hidden_size=4, num_layers=2, output_form="adam_scaled", seed=3),
+    "rnnprop_long_adam_scaled": lambda: rules.RNNprop(hidden_size=3, num_layers=3, long_beta_2=0.999,
+                                                      output_form="adam_scaled", seed=3),
+    "rnnprop_long_tanh": lambda: rules.RNNprop(hidden_size=6, num_layers=1, long_beta_2=0.99, seed=3),
+    "dmlstm": lambda: rules.DMLSTM(hidden_size=5, num_layers=2, seed=3),
+    "dmlstm_raw": lambda: rules.DMLSTM(hidden_size=4, num_layers=1, preprocess=False, seed=3),
 }
 
 
@@ -35,13 +38,14 @@ def _whole_step(rule, *args):
         return tf.function(rule)(*args)
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted(RULES))
 @pytest.mark.parametrize("n", [1, 37, 200])  # one row, a partial block, several blocks with a tail
-@pytest.mark.parametrize("step", [0, 6])  # the first step's bias correction is the largest
+@pytest.mark.parametrize("step", [0, 6])  # RNNprop: the first step's bias correction is the largest
 def test_whole_step_equals_tensorflow_step(name, n, step):
-    rule = rules.RNNprop(seed=3, **CONFIGS[name])
+    rule = RULES[name]()
     gen = np.random.default_rng(n)
-    grads = tf.constant(gen.normal(scale=3.0, size=n).astype("float32"))
+    # Magnitudes from e^-12 to e^3: both branches of DM-LSTM's log-and-sign preprocessing.
+    grads = tf.constant((gen.normal(size=n) * np.exp(gen.uniform(-12.0, 3.0, size=n))).astype("float32"))
     state = random_rule_state(rule, n, seed=n + 1)
     step = tf.constant(step, tf.int64)
     expected_updates, expected_state = rule(grads, grads, state, step)
@@ -61,24 +65,27 @@ def test_whole_step_runs_one_kernel_and_only_where_asked():
         stack = _graph_ops(rule, *args)
     assert "L2oRnnpropStep" in whole and "L2oLstmStackStep" not in whole and "MatMul" not in whole
     assert "L2oLstmStackStep" in stack and "L2oRnnpropStep" not in stack
-    # DM-LSTM has no whole-step kernel: it runs its stack kernel either way.
     dmlstm = rules.DMLSTM(hidden_size=3, num_layers=1)
+    args = (*args[:2], dmlstm.initial_state(8), args[3])
     with kernels.native(whole_rule=True):
-        assert "L2oLstmStackStep" in _graph_ops(dmlstm, *args[:2], dmlstm.initial_state(8), args[3])
+        whole = _graph_ops(dmlstm, *args)
+    assert "L2oDmlstmStep" in whole and "L2oLstmStackStep" not in whole and "Log" not in whole
 
 
-def test_learned_optimizer_applies_the_whole_step():
+@pytest.mark.parametrize("rule_cls, op_type", [(rules.RNNprop, "L2oRnnpropStep"), (rules.DMLSTM, "L2oDmlstmStep")])
+def test_learned_optimizer_applies_the_whole_step(rule_cls, op_type):
     variable = tf.Variable(tf.ones([40]))
-    optimizer = l2o_tf.LearnedOptimizer(rules.RNNprop(hidden_size=3, num_layers=1), fused=True, native_kernel=True)
+    optimizer = l2o_tf.LearnedOptimizer(rule_cls(hidden_size=3, num_layers=1), fused=True, native_kernel=True)
     optimizer.build([variable])
     apply = tf.function(lambda: optimizer.apply([tf.ones([40])], [variable]))
-    assert "L2oRnnpropStep" in {op.type for op in apply.get_concrete_function().graph.get_operations()}
+    assert op_type in {op.type for op in apply.get_concrete_function().graph.get_operations()}
 
 
-def test_large_state_is_streamed_and_equal():
+@pytest.mark.parametrize("rule_cls", [rules.RNNprop, rules.DMLSTM])
+def test_large_state_is_streamed_and_equal(rule_cls):
     """A state past the streaming threshold (16 MB) takes the cache-bypassing stores, in both kernels."""
-    rule = rules.RNNprop(seed=1)
-    n = 60_000  # [60000, 82] float32: 19.7 MB
+    rule = rule_cls(seed=1)
+    n = 60_000  # [60000, 82 or 80] float32: 19 MB
     gen = np.random.default_rng(0)
     grads = tf.constant(gen.normal(size=n).astype("float32"))
     state = random_rule_state(rule, n, seed=1)
@@ -105,8 +112,9 @@ def test_saturated_log_step_sizes_are_clipped_as_in_tensorflow():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_differentiating_the_whole_step_is_one_clear_error():
-    rule = rules.RNNprop(hidden_size=3, num_layers=1)
+@pytest.mark.parametrize("rule_cls", [rules.RNNprop, rules.DMLSTM])
+def test_differentiating_the_whole_step_is_one_clear_error(rule_cls):
+    rule = rule_cls(hidden_size=3, num_layers=1)
     grads, state = tf.ones([8]), rule.initial_state(8)
 
     @tf.function
@@ -117,7 +125,7 @@ def test_differentiating_the_whole_step_is_one_clear_error():
             loss = tf.reduce_sum(updates)
         return tape.gradient(loss, rule.trainable_weights)
 
-    with pytest.raises(NotImplementedError, match="has no gradient.*MetaTrainConfig\\(native_kernel=True\\)"):
+    with pytest.raises(NotImplementedError, match="have no gradient.*MetaTrainConfig\\(native_kernel=True\\)"):
         loss_gradient()
 
 
@@ -143,3 +151,10 @@ def test_wrong_shapes_name_the_problem():
         step(grads=tf.zeros([5, 1]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="output_form must be 'tanh' or 'adam_scaled'"):
         step(form="relu")
+    dmlstm = rules.DMLSTM(hidden_size=4, num_layers=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"coefficients must be \[4\] \(k, e\^-k, e\^k, output_scale\)"):
+        kernels.dmlstm_step(tf.zeros([5]), dmlstm.initial_state(5), tf.zeros([3]), dmlstm.lstm.native_weights(),
+                            (dmlstm.output_kernel, dmlstm.output_bias), True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"layer 0 needs kernel \[5, 16\]"):  # 1 raw input + 4
+        kernels.dmlstm_step(tf.zeros([5]), dmlstm.initial_state(5), tf.zeros([4]), dmlstm.lstm.native_weights(),
+                            (dmlstm.output_kernel, dmlstm.output_bias), False)

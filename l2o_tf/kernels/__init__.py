@@ -3,9 +3,9 @@
 - ``lstm_stack_step``: the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`, with its
   gradient (a second fused op), so that meta-training unrolls
   (``MetaTrainConfig(native_kernel=True)``) run it;
-- ``rnnprop_step``: the whole :class:`l2o_tf.rules.RNNprop` step (moments, inputs, stack,
-  head) in one pass, forward only: what ``LearnedOptimizer(native_kernel=True)`` applies,
-  where nothing differentiates the step.  Other rules run the stack kernel there.
+- ``rnnprop_step`` and ``dmlstm_step``: the whole step of :class:`l2o_tf.rules.RNNprop` and
+  :class:`l2o_tf.rules.DMLSTM` (preprocessing, stack, head) in one pass, forward only: what
+  ``LearnedOptimizer(native_kernel=True)`` applies, where nothing differentiates the step.
 
 The sources ship with the package; the first use compiles them with the system C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of ``tf.sysconfig`` into
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 _HERE = os.path.dirname(__file__)
 # The ops (compiled together into one library) and the header they share (hashed into the cache key).
-_SOURCES = [os.path.join(_HERE, name) for name in ("lstm_stack_step.cc", "rnnprop_step.cc")]
+_SOURCES = [os.path.join(_HERE, name) for name in ("lstm_stack_step.cc", "rule_step.cc")]
 _HEADERS = [os.path.join(_HERE, "lstm_core.h")]
 _NATIVE = contextvars.ContextVar("l2o_tf_native_kernels", default=None)  # None, "stack" or "whole_rule"
 _library = None
@@ -41,8 +41,8 @@ class KernelBuildError(RuntimeError):
 def native(enabled=True, whole_rule=False):
     """Within this block (while tracing), LSTM stacks run the native fused kernel.
 
-    With ``whole_rule``, rules that have a native kernel for their whole step (RNNprop) run
-    that instead: it has no gradient, so only where the step is applied, not differentiated.
+    With ``whole_rule``, rules that have a native kernel for their whole step (RNNprop, DM-LSTM)
+    run that instead: it has no gradient, so only where the step is applied, not differentiated.
     """
     token = _NATIVE.set(("whole_rule" if whole_rule else "stack") if enabled else None)
     try:
@@ -154,7 +154,7 @@ def _lstm_stack_step_grad(op, d_output, d_new_state):
 
 
 def rnnprop_step(grads, state, coefficients, stack_weights, input_layer, output_layer, output_form):
-    """The whole RNNprop step for every coordinate (forward only; see ``rnnprop_step.cc``).
+    """The whole RNNprop step for every coordinate (forward only; see ``rule_step.cc``).
 
     ``coefficients`` is ``[beta, 1 - beta, 1 - beta^t]`` per moment, then ``epsilon`` and
     ``output_scale``; ``stack_weights`` is the stack's gate-scaled ``(kernels, biases)``;
@@ -164,9 +164,21 @@ def rnnprop_step(grads, state, coefficients, stack_weights, input_layer, output_
                                    output_form=output_form)
 
 
-@tf.RegisterGradient("L2oRnnpropStep")
-def _rnnprop_step_grad(op, d_updates, d_new_state):
+def dmlstm_step(grads, state, coefficients, stack_weights, output_layer, preprocess):
+    """The whole DM-LSTM step for every coordinate (forward only; see ``rule_step.cc``).
+
+    ``coefficients`` is ``[k, e^-k, e^k, output_scale]`` (``k``: the log-and-sign
+    preprocessing's); the other arguments as in :func:`rnnprop_step`.
+    """
+    return load().l2o_dmlstm_step(grads, state, coefficients, *stack_weights, *output_layer, preprocess=preprocess)
+
+
+def _forward_only(op_type, d_updates, d_new_state):
     raise NotImplementedError(
-        "the native whole-step RNNprop kernel (LearnedOptimizer(native_kernel=True)'s apply step) has no "
+        "the native whole-step rule kernels (LearnedOptimizer(native_kernel=True)'s apply step) have no "
         "gradient: differentiate the rule outside kernels.native(whole_rule=True), e.g. with "
         "MetaTrainConfig(native_kernel=True), whose unrolls run the differentiable native LSTM kernel.")
+
+
+tf.RegisterGradient("L2oRnnpropStep")(_forward_only)
+tf.RegisterGradient("L2oDmlstmStep")(_forward_only)

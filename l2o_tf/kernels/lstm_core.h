@@ -1,4 +1,4 @@
-// The fused LSTM-stack step shared by l2o_tf's native ops (lstm_stack_step.cc, rnnprop_step.cc).
+// The fused LSTM-stack step shared by l2o_tf's native ops (lstm_stack_step.cc, rule_step.cc).
 //
 // The TF/XLA step writes each layer's [n, 4H] gate pre-activations to memory and reads them
 // back for the activations: for a 20-unit LSTM that traffic, not the matmul, bounds a
@@ -193,11 +193,13 @@ inline int RoundUp4(int x) { return (x + 3) / 4 * 4; }
 
 inline int RoundUp(int x) { return (x + kGateChunk - 1) / kGateChunk * kGateChunk; }
 
-// The weight inputs both ops take.
+// The weight inputs the ops take (an op without an input layer declares none: empty lists).
 struct WeightInputs {
   ::tensorflow::Status Read(OpKernelContext* context) {
     TF_RETURN_IF_ERROR(context->input_list("kernels", &kernels));
     TF_RETURN_IF_ERROR(context->input_list("biases", &biases));
+    int start, stop;
+    if (!context->op_kernel().InputRange("input_kernel", &start, &stop).ok()) return ::tensorflow::OkStatus();
     TF_RETURN_IF_ERROR(context->input_list("input_kernel", &input_kernel));
     return context->input_list("input_bias", &input_bias);
   }

@@ -4,6 +4,7 @@ learn by gradient descent by gradient descent")."""
 import keras
 import tensorflow as tf
 
+from l2o_tf import kernels
 from l2o_tf.rules.base import UpdateRule
 from l2o_tf.rules.lstm import LSTMStack
 
@@ -72,6 +73,8 @@ class DMLSTM(UpdateRule):
         return self.lstm.state_size
 
     def call(self, grads, params, state, step):
+        if kernels.whole_rule_enabled():
+            return self._native_call(grads, state)
         if self.preprocess:
             inputs = log_and_sign(grads, self.preprocess_k)
         else:
@@ -79,3 +82,12 @@ class DMLSTM(UpdateRule):
         hidden, new_state = self.lstm(inputs, state)
         out = tf.matmul(hidden, self.output_kernel) + self.output_bias
         return self.output_scale * out[:, 0], new_state
+
+    def _native_call(self, grads, state):
+        """:meth:`call` in one native kernel (``kernels.dmlstm_step``, forward only), with the
+        constants that the TF step uses, computed the same way."""
+        k = self.preprocess_k
+        coefficients = tf.stack([tf.constant(k, tf.float32), tf.exp(-k), tf.exp(k),
+                                 tf.constant(self.output_scale, tf.float32)])
+        return kernels.dmlstm_step(grads, state, coefficients, self.lstm.native_weights(),
+                                   (self.output_kernel, self.output_bias), self.preprocess)
