@@ -35,13 +35,30 @@ def ratios(merged):
         fused = [v["ms"] for k, v in fit.items() if k.startswith("rnnprop_fused")]
         if fused:
             out["rnnprop_fused_fit_over_bound"] = min(fused) / bound_ms
-    entries = [v for v in flops.values() if isinstance(v, dict)]
-    for key, name in (("fraction_of_matmul", "best_rule_flop_fraction"),
-                      ("max_fraction_of_matmul", "rule_flop_fraction_activation_bound")):
-        values = [v[key] for v in entries if key in v]
-        if values:
-            out[name] = max(values)
+    for rule in ("", "rnnprop", "dmlstm"):  # all entries, then per rule
+        entries = [v for k, v in flops.items() if isinstance(v, dict) and k.startswith(rule)]
+        for key, name in (("fraction_of_matmul", "best_rule_flop_fraction"),
+                          ("max_fraction_of_matmul", "rule_flop_fraction_activation_bound")):
+            values = [v[key] for v in entries if key in v]
+            if values:
+                out[f"{rule}_{name}" if rule else name] = max(values)
     return out
+
+
+def machine():
+    """What the figures were measured on: the CPU's model, cores and vector extensions."""
+    description = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                   "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
+    except OSError:
+        return description
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    description["cpu_model"] = fields.get("model name", "")
+    flags = fields.get("flags", "").split()
+    description["vector_extensions"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags]
+    return description
 
 
 def main(argv):
@@ -49,8 +66,7 @@ def main(argv):
     if FLAGS.only and FLAGS.output and os.path.exists(FLAGS.output):
         with open(FLAGS.output) as f:
             merged = json.load(f)
-    merged["machine"] = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                         "python": platform.python_version()}
+    merged["machine"] = machine()
     for name in FLAGS.only or BENCHMARKS:
         result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], capture_output=True, text=True,
                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

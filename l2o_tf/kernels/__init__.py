@@ -71,7 +71,7 @@ def _compiler():
             return path
     wanted = f"$CXX={requested!r} is not an executable" if requested else "none of c++, g++, clang++ is on the PATH"
     raise KernelBuildError(
-        f"native_kernel=True needs a C++ compiler to build l2o_tf's fused LSTM kernel: {wanted} "
+        f"native_kernel=True needs a C++ compiler to build l2o_tf's fused kernels: {wanted} "
         "(install g++ or set $CXX); native_kernel=False runs the same step in TensorFlow.")
 
 

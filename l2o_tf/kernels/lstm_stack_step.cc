@@ -86,9 +86,7 @@ class LstmStackStepOp : public OpKernel {
       // The new state's block feature-major (prefix, then the stack's), and row-major for StreamOut.
       std::vector<Vec> full(width * kCols), rows_out(width * kCols), out_rows(hidden * kCols);
       for (int64_t block = first_block; block < last_block; ++block) {
-        const int64_t row0 = block * kBlock;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
-        const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
+        const auto [row0, rows, next] = BlockRows(block, n);
         PrefetchRange(x_in + (row0 + kBlock) * in_size, next * in_size);
         PrefetchRange(p_in + (row0 + kBlock) * k0, next * k0);
         Prefetcher prefetch(s_in + (row0 + kBlock) * width, next * width);
@@ -103,14 +101,8 @@ class LstmStackStepOp : public OpKernel {
         StoreBlock(Floats(full) + (k0 + 2 * (stack.layers - 1) * hidden) * kBlock, hidden, rows, Floats(out_rows), hidden);
         StreamOut(Floats(out_rows), static_cast<int64_t>(rows) * hidden, out + row0 * hidden, stream);
       }
-#if defined(__AVX512F__)
-      _mm_sfence();  // the streamed stores are visible before the op completes
-#endif
     };
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    const int64_t cost = static_cast<int64_t>(kBlock) * 2 * stack.layers * (2 * hidden) * 4 * hidden;
-    auto* threads = context->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(threads->num_threads, threads->workers, blocks, cost, work);
+    ShardBlocks(context, stack, n, work);
   }
 };
 
@@ -214,9 +206,7 @@ class LstmStackStepGradOp : public OpKernel {
         std::fill(acc.begin(), acc.end(), Vec{});
         int slot = 0;
         for (int64_t block = blocks * p / partitions; block < blocks * (p + 1) / partitions; ++block) {
-          const int64_t row0 = block * kBlock;
-          const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
-          const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
+          const auto [row0, rows, next] = BlockRows(block, n);
           PrefetchRange(x_in + (row0 + kBlock) * raw_size, next * raw_size);
           PrefetchRange(do_in + (row0 + kBlock) * hidden, next * hidden);
           Prefetcher prefetch_state(s_in + (row0 + kBlock) * width, next * width);

@@ -227,9 +227,7 @@ class RuleStepOp : public OpKernel {
       std::vector<Vec> old_full(width * kCols), new_full(width * kCols), rows_out(width * kCols);
       std::vector<Vec> g(kCols), logits(head_padded * kCols);
       for (int64_t block = first_block; block < last_block; ++block) {
-        const int64_t row0 = block * kBlock;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlock, n - row0));
-        const int64_t next = std::max<int64_t>(0, std::min<int64_t>(kBlock, n - row0 - kBlock));
+        const auto [row0, rows, next] = BlockRows(block, n);
         PrefetchRange(g_in + row0 + kBlock, next);
         Prefetcher prefetch(s_in + (row0 + kBlock) * width, next * width);
         LoadBlock(s_in + row0 * width, width, width, rows, Floats(old_full));
@@ -246,14 +244,8 @@ class RuleStepOp : public OpKernel {
         StoreBlock(Floats(new_full), width, rows, Floats(rows_out), width);
         StreamOut(Floats(rows_out), static_cast<int64_t>(rows) * width, s_out + row0 * width, stream);
       }
-#if defined(__AVX512F__)
-      _mm_sfence();  // the streamed stores are visible before the op completes
-#endif
     };
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    const int64_t cost = static_cast<int64_t>(kBlock) * 2 * stack.layers * (2 * hidden) * 4 * hidden;
-    auto* threads = context->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(threads->num_threads, threads->workers, blocks, cost, work);
+    ShardBlocks(context, stack, n, work);
   }
 
  private:
