@@ -34,7 +34,7 @@ OPTIMIZERS = {
     # The rule step compiled with XLA on its own (Keras leaves the train step uncompiled on a CPU).
     "rnnprop_fused_xla": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, jit_compile=True),
     "dmlstm_fused_xla": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, jit_compile=True),
-    # l2o_tf's native fused CPU kernels: RNNprop's whole step, DM-LSTM's LSTM stack.
+    # l2o_tf's native fused CPU kernels: the rule's whole step in one kernel.
     "rnnprop_fused_native": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, native_kernel=True),
     "dmlstm_fused_native": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, native_kernel=True),
 }

@@ -33,7 +33,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             uncompiled step to float rounding, not bit for bit.
         native_kernel: run the rule step with l2o_tf's native fused CPU kernels
             (:mod:`l2o_tf.kernels`), compiled with the system C++ compiler on
-            first use: RNNprop's whole step in one kernel, DM-LSTM's LSTM stack;
+            first use: the whole step of RNNprop and DM-LSTM in one kernel;
             the fastest CPU step (``benchmarks/rule_flop_fraction.py``); equal to
             the TensorFlow step to float rounding.  CPU only; it cannot be compiled
             by XLA, so it excludes ``jit_compile`` and needs

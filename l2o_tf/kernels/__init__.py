@@ -91,7 +91,7 @@ def _command(compiler, output):
 
 
 def library_path():
-    """Path of the compiled kernel for this source, TensorFlow and CPU (built if missing)."""
+    """Path of the compiled kernels for these sources, TensorFlow and CPU (built if missing)."""
     compiler = _compiler()
     key = hashlib.sha256()
     for name in _SOURCES + _HEADERS:
@@ -173,7 +173,7 @@ def dmlstm_step(grads, state, coefficients, stack_weights, output_layer, preproc
     return load().l2o_dmlstm_step(grads, state, coefficients, *stack_weights, *output_layer, preprocess=preprocess)
 
 
-def _forward_only(op_type, d_updates, d_new_state):
+def _forward_only(op, d_updates, d_new_state):
     raise NotImplementedError(
         "the native whole-step rule kernels (LearnedOptimizer(native_kernel=True)'s apply step) have no "
         "gradient: differentiate the rule outside kernels.native(whole_rule=True), e.g. with "

@@ -48,8 +48,6 @@ inline void CopyToSlot(const Vec* src, int rows, int slot, Vec* super) {
   for (int k = 0; k < rows; ++k) std::copy(src + k * kCols, src + (k + 1) * kCols, super + k * kStride + slot * kCols);
 }
 
-
-
 class LstmStackStepOp : public OpKernel {
  public:
   explicit LstmStackStepOp(OpKernelConstruction* context) : OpKernel(context) {}
