@@ -27,7 +27,7 @@ class MetaStepTimer:
     def __init__(self, warmup=2, jit_compile=False, **config):
         self._out_dir = tempfile.TemporaryDirectory()
         self.trainer = MetaTrainer(
-            MetaTrainConfig(**{**self.DEFAULTS, **config, "meta_steps": warmup, "jit_compile": jit_compile}),
+            MetaTrainConfig.from_flat(**{**self.DEFAULTS, **config, "meta_steps": warmup, "jit_compile": jit_compile}),
             self._out_dir.name)
         self.trainer.train(verbose=0)
 

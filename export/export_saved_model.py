@@ -8,21 +8,19 @@ r"""Export an optimizer as a SavedModel that plain TensorFlow can load.
 
 import os
 
-from absl import app, flags
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
+from absl import flags
 
 from l2o_tf import pretrained
 from l2o_tf.export import export_saved_model
-from train.flags_util import run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", None, "Shipped optimizer name or meta-training out_dir.")
 flags.DEFINE_string("output", None, "Directory to write the SavedModel to (must not exist or be empty).")
-flags.mark_flags_as_required(["optimizer", "output"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     if os.path.exists(FLAGS.output) and os.listdir(FLAGS.output):
         raise ValueError(f"--output {FLAGS.output!r} exists and is not empty; choose a new directory.")
     parent = os.path.dirname(os.path.abspath(FLAGS.output))
@@ -34,5 +32,9 @@ def main(argv):
     print(f"exported {FLAGS.optimizer} ({type(rule).__name__}, state width {rule.state_size}) to {FLAGS.output}")
 
 
+def run():
+    cli.run(main, required=("optimizer", "output"))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

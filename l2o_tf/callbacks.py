@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from l2o_tf import seeds
 from l2o_tf.meta import adaptation
 from l2o_tf.optimizer import LearnedOptimizer
 from l2o_tf.tasks.keras_model import KerasModelTask
@@ -46,7 +47,7 @@ class AdaptOnFit(keras.callbacks.Callback):
         )
         adapted = adaptation.adapt(
             optimizer.rule, task, steps=self.steps, learning_rate=self.learning_rate,
-            unroll_length=self.unroll, seed=self.seed + 1000 * self.adaptations,
+            unroll_length=self.unroll, seed=seeds.adaptation_round(self.seed, self.adaptations),
         )
         for target, source in zip(optimizer.rule.weights, adapted.weights):
             target.assign(source.value)

@@ -8,12 +8,17 @@ Search order for each data set:
    directory that is named but lacks the data is an error, not a fall-through;
 2. the Keras cache (``$KERAS_HOME`` or ``~/.keras``, ``datasets/mnist.npz``,
    ``datasets/cifar-10-batches-py``);
-3. ``tensorflow_datasets`` (its local cache, then its download when
-   ``download=True``);
+3. ``tensorflow_datasets``: its local cache, then, with ``download=True``, its
+   download, tried only when the download host answers within seconds (an
+   offline machine goes on at once instead of retrying for minutes);
 4. MNIST only: the 6,000/1,000-image subset shipped in ``l2o_tf/bundled``,
-   used with a loud warning and recorded in :attr:`Dataset.source`.
+   used with one loud :class:`SubsetWarning` and recorded in :attr:`Dataset.source`.
 
 When none has the data set, one ``FileNotFoundError`` lists every place looked at.
+
+A :class:`Dataset` unpacks like ``keras.datasets.mnist.load_data()``::
+
+    (x_train, y_train), (x_test, y_test) = l2o_tf.data.load_mnist()
 """
 
 import dataclasses
@@ -21,6 +26,7 @@ import functools
 import gzip
 import os
 import pickle
+import socket
 import warnings
 import zlib
 
@@ -35,11 +41,21 @@ MNIST_FILES = {
     "y_test": ("t10k-labels-idx1-ubyte.gz", 2049),
 }
 BUNDLED_MNIST = os.path.join(os.path.dirname(__file__), "bundled", "mnist_subset.npz")
+GET_FULL_MNIST = (
+    "For the full data set put the four LeCun files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in a folder DIR/mnist and set L2O_DATA_DIR=DIR, "
+    "or put Keras's mnist.npz in ~/.keras/datasets, or run once online (tensorflow_datasets downloads it)."
+)
 SUBSET_WARNING = (
     "USING THE BUNDLED MNIST SUBSET (6,000 train / 1,000 test images), NOT THE FULL MNIST: "
-    "{source}. Results on it are not comparable with full-MNIST results; "
-    "set L2O_DATA_DIR or pass data_dir to use the real data set."
+    "{source}. Results on it are not comparable with full-MNIST results. " + GET_FULL_MNIST
 )
+# Where tensorflow_datasets downloads MNIST and CIFAR-10 from; probed before a download is tried.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+class SubsetWarning(UserWarning):
+    """The bundled MNIST subset stands in for the real data set."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,18 +74,28 @@ class Dataset:
     def num_classes(self):
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
+    def __iter__(self):
+        """``(x_train, y_train), (x_test, y_test)``, as ``keras.datasets.*.load_data()`` returns them."""
+        return iter(((self.x_train, self.y_train), (self.x_test, self.y_test)))
+
 
 class DataError(ValueError):
     """A data file exists but cannot be read as the data set it claims to be."""
 
 
 def load_mnist(data_dir=None, download=True):
-    """MNIST: 60,000 train and 10,000 test images ``[N, 28, 28, 1]`` uint8 (see module doc)."""
+    """MNIST as a :class:`Dataset`: 60,000 train and 10,000 test uint8 images ``[N, 28, 28, 1]``
+    (values 0-255: divide by 255) and int32 labels ``[N]``.
+
+    Unpacks as ``(x_train, y_train), (x_test, y_test)``; ``.source`` says where it came
+    from and ``.is_subset`` whether it is less than the full data set (see module doc).
+    """
     return _announce(_load("mnist", _resolve_dir(data_dir), _keras_datasets_dir(), bool(download)))
 
 
 def load_cifar10(data_dir=None, download=True):
-    """CIFAR-10 ``[N, 32, 32, 3]`` uint8; note ``shared/data`` holds only 10,000 train images."""
+    """CIFAR-10 as a :class:`Dataset` of uint8 ``[N, 32, 32, 3]`` images and int32 labels ``[N]``;
+    unpacks like :func:`load_mnist`."""
     return _announce(_load("cifar10", _resolve_dir(data_dir), _keras_datasets_dir(), bool(download)))
 
 
@@ -82,11 +108,9 @@ def load(name, data_dir=None, download=True):
 
 
 def _announce(dataset):
-    """Warn, on every load, when the bundled subset stands in for the real data set."""
+    """Warn once per load when the bundled subset stands in for the real data set."""
     if dataset.source.startswith("bundled subset"):
-        message = SUBSET_WARNING.format(source=dataset.source)
-        logging.warning(message)
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(SUBSET_WARNING.format(source=dataset.source), SubsetWarning, stacklevel=3)
     return dataset
 
 
@@ -218,14 +242,38 @@ def _read_npz(name, path, source, is_subset=None):
     return _dataset(name, arrays, source, is_subset)
 
 
+def _host_reachable(address, timeout=3.0):
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _read_tfds(name, download):
+    """tensorflow_datasets' local cache, then its download if asked for and the host answers."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # tfds logs each cache miss; the source string reports the outcome
     try:
         import tensorflow_datasets as tfds
 
-        splits = tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True, download=download)
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
-    except Exception as e:  # tfds raises assorted errors offline / without the data
+        def read(with_download):
+            splits = tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True,
+                               download=with_download)
+            return tfds.as_numpy(splits)
+
+        try:
+            (x_train, y_train), (x_test, y_test) = read(False)
+        except Exception as e:  # noqa: BLE001  (tfds raises assorted errors when not in its cache)
+            if not download:
+                return None, f"tensorflow_datasets cache ({type(e).__name__}), download=False"
+            if not _host_reachable(DOWNLOAD_HOST):
+                return None, f"tensorflow_datasets cache (empty); download skipped: {DOWNLOAD_HOST[0]} unreachable (offline)"
+            (x_train, y_train), (x_test, y_test) = read(True)
+    except Exception as e:  # tfds raises assorted errors on partial caches and failed downloads
         return None, f"tensorflow_datasets (download={download}): {type(e).__name__}: {str(e)[:120]}"
+    finally:
+        logging.set_verbosity(verbosity)
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     return _dataset(name, arrays, source="tensorflow_datasets"), "tensorflow_datasets"
 

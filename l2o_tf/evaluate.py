@@ -1,6 +1,6 @@
 """Run an optimizer on a task for N steps x seeds: loss curves and held-out metrics.
 
-Evaluation optimizees use their own seeds (``EVAL_SEED_OFFSET + i``), disjoint
+Evaluation optimizees use their own seeds (``l2o_tf.seeds.EVALUATION + i``), disjoint
 from the seeds meta-training and validation use.
 """
 
@@ -9,10 +9,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from l2o_tf import seeds
 from l2o_tf.meta import regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
-EVAL_SEED_OFFSET = 2 * 10**9
 
 
 def _summary(values):
@@ -42,14 +42,16 @@ def _sharpness_function(task, num_iters, num_probes):
     return measure
 
 
-def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False, seed_offset=EVAL_SEED_OFFSET):
+def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=False, seed_offset=seeds.EVALUATION,
+                  progress=None):
     """Optimize ``seeds`` fresh optimizees of ``task`` with ``rule`` for ``steps`` steps.
 
     Returns a dict with the per-step minibatch training loss (mean / std / min /
     max over seeds) and, at each step count in ``report_at`` (default: the
     last), ``task.evaluate`` metrics (train loss, test loss, test accuracy,
     generalization gap; with ``measure_sharpness`` also the Hessian's top
-    eigenvalue and trace) summarised over seeds.
+    eigenvalue and trace) summarised over seeds.  ``progress``: called with the
+    number of optimizee steps just run, after each segment (e.g. a Progbar's ``add``).
     """
     if steps < 1 or seeds < 1:
         raise ValueError(f"evaluation needs steps >= 1 and seeds >= 1, got steps={steps}, seeds={seeds}.")
@@ -66,6 +68,8 @@ def evaluate_rule(rule, task, steps, seeds, report_at=None, measure_sharpness=Fa
         for target in report_at:
             params, state, segment = run(params, state, tf.constant(seed, tf.int64), tf.constant(done, tf.int64), tf.constant(target - done))
             losses.append(segment.numpy())
+            if progress is not None:
+                progress(target - done)
             done = target
             result = task.evaluate(params, seed)
             if "test_loss" in result:

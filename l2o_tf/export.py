@@ -9,7 +9,7 @@ same for every rule (``S`` = the rule's per-coordinate state width):
   the new parameters are ``params + updates`` and ``iteration`` counts the
   updates already applied (0 for the first).
 
-``assets/l2o_tf_export.json`` records the rule config, ``S``, the l2o_tf
+``assets/l2o_tf_export.json`` records the rule config, ``S``, the nominal step, the l2o_tf
 version and the export format version.  :func:`load_saved_model` wraps an
 export as a ``LearnedOptimizer`` that runs the exported functions.
 """
@@ -79,6 +79,7 @@ def export_saved_model(optimizer, path):
         "format_version": FORMAT_VERSION,
         "l2o_tf_version": __version__,
         "state_size": int(rule.state_size),
+        "nominal_step": rule.nominal_step,
         "rule": keras.saving.serialize_keras_object(rule),
     }
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
@@ -124,6 +125,13 @@ class SavedModelRule(UpdateRule):
     @property
     def state_size(self):
         return self.metadata["state_size"]
+
+    @property
+    def nominal_step(self):
+        if "nominal_step" in self.metadata:
+            return float(self.metadata["nominal_step"])
+        config = self.metadata["rule"]["config"]  # exports written before the field: read the rule's config
+        return float(config.get("learning_rate", config.get("output_scale")))
 
     def initial_state(self, num_coordinates):
         return self.loaded.init_state(tf.zeros(tf.reshape(num_coordinates, [1]), tf.float32))["state"]

@@ -1,12 +1,19 @@
 """LearnedOptimizer: any update rule as a ``keras.optimizers.Optimizer``."""
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from l2o_tf import kernels
 from l2o_tf.rules.base import UpdateRule
 
 _SUPPORTED_DTYPES = ("float32", "float64")
+
+
+class UntrainedRuleWarning(UserWarning):
+    """A learned rule whose weights are its seed's random initialisation: it will not train a model."""
 
 
 @keras.saving.register_keras_serializable(package="l2o_tf")
@@ -31,6 +38,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             compile the train step (Keras leaves XLA off on CPU-only machines).
             Faster on a CPU (``benchmarks/fit_step_ms.py``); equal to the
             uncompiled step to float rounding, not bit for bit.
+        rule_weights: the rule's weight values (nested lists, in ``rule.weights``
+            order) to load into ``rule``; ``get_config`` records them, so that
+            Keras serialization round-trips a meta-trained optimizer exactly.
         native_kernel: run the rule step with l2o_tf's native fused CPU kernels
             (:mod:`l2o_tf.kernels`), compiled with the system C++ compiler on
             first use: the whole step of RNNprop and DM-LSTM in one kernel;
@@ -40,6 +50,17 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             ``model.compile(jit_compile=False)`` where Keras would use XLA.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
             (``clipnorm``, ``weight_decay``, ``gradient_accumulation_steps``...).
+            ``weight_decay`` follows Keras's decoupled form with the rule's
+            nominal step as the step size: each step multiplies a variable by
+            ``1 - weight_decay * learning_rate * rule.nominal_step``, so that
+            ``LearnedOptimizer(rules.Adam(1e-3), weight_decay=wd)`` equals
+            ``keras.optimizers.Adam(1e-3, weight_decay=wd)``; for DM-LSTM and
+            RNNprop the nominal step is their ``output_scale`` (0.01).
+
+    A learned rule whose weights are still its seed's random initialisation
+    (e.g. ``LearnedOptimizer(rules.RNNprop())``) makes steps with no sense of
+    direction; building one warns once (:class:`UntrainedRuleWarning`).  Use a
+    meta-trained one: ``l2o_tf.pretrained.load("dmlstm-mnist")``.
 
     Sparse gradients (``tf.IndexedSlices``, e.g. from ``Embedding``) are
     densified: rows without a gradient see ``g = 0``, exactly as if the dense
@@ -50,13 +71,22 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, rule, learning_rate=1.0, fused=False, skip_nonfinite=False, jit_compile=False,
-                 native_kernel=False, name="learned_optimizer", **kwargs):
+                 native_kernel=False, rule_weights=None, name=None, **kwargs):
         if isinstance(rule, dict):
             rule = keras.saving.deserialize_keras_object(rule)
         if not isinstance(rule, UpdateRule):
             raise TypeError(
                 f"LearnedOptimizer needs an l2o_tf.rules.UpdateRule (e.g. l2o_tf.rules.RNNprop()), "
                 f"got {type(rule).__name__}."
+            )
+        if rule_weights is not None:
+            _assign_rule_weights(rule, rule_weights)
+        elif _is_untrained(rule):
+            warnings.warn(
+                f"{type(rule).__name__}'s weights are its random initialisation (seed {rule.seed}): this "
+                "optimizer is untrained and will not train a model. Use a meta-trained one, e.g. "
+                "l2o_tf.pretrained.load('dmlstm-mnist'), or meta-train one (l2o-meta-train).",
+                UntrainedRuleWarning, stacklevel=2,
             )
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.rule = rule
@@ -158,12 +188,43 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         for variable, update in zip(trainable_variables, tf.split(updates, [b - a for a, b in rows])):
             self.assign_add(variable, tf.reshape(update, variable.shape))
 
+    def _apply_weight_decay(self, variables):
+        """Keras's decoupled decay, with the step size the rule's nominal step times ``learning_rate``."""
+        if self.weight_decay is None:
+            return
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                rate = tf.cast(self.learning_rate, variable.dtype) * tf.cast(
+                    self.weight_decay * self.rule.nominal_step, variable.dtype)
+                variable.assign(variable - variable * rate)
+
     def get_config(self):
         config = super().get_config()
         config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused,
                       skip_nonfinite=self.skip_nonfinite, jit_compile=self.jit_compile,
-                      native_kernel=self.native_kernel)
+                      native_kernel=self.native_kernel,
+                      rule_weights=[w.numpy().tolist() for w in self.rule.weights] or None)
         return config
+
+
+def _assign_rule_weights(rule, values):
+    """Load ``values`` (as ``get_config`` records them) into ``rule``, checking every shape."""
+    if len(values) != len(rule.weights):
+        raise ValueError(f"rule_weights has {len(values)} arrays; {type(rule).__name__} has {len(rule.weights)} weights.")
+    arrays = [np.asarray(v, dtype=np.float32) for v in values]
+    for weight, array in zip(rule.weights, arrays):
+        if array.shape != tuple(weight.shape):
+            raise ValueError(f"rule_weights: {weight.path} has shape {tuple(weight.shape)}, got {array.shape}.")
+    for weight, array in zip(rule.weights, arrays):
+        weight.assign(array)
+
+
+def _is_untrained(rule):
+    """Whether ``rule`` is learned and its weights equal a fresh rule's of the same config (seed)."""
+    if not (rule.SEEDED and rule.trainable_weights):
+        return False
+    fresh = type(rule).from_config(rule.get_config())
+    return all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(rule.weights, fresh.weights))
 
 
 def _variable_path(variable):

@@ -24,6 +24,9 @@ def rule_from_spec(spec):
                 kwargs[key] = value.lower() == "true" if value.lower() in ("true", "false") else float(value)
             except ValueError:
                 raise ValueError(f"Bad optimizer spec {spec!r}: {value!r} is not a number.") from None
+        if "learning_rate" not in kwargs:
+            raise ValueError(f"Bad optimizer spec {spec!r}: give its learning rate, e.g. {name.lower()}:lr=1e-3 "
+                             "(a hand-designed rule has no sensible default).")
         try:
             return rules.get(name, **kwargs)
         except (TypeError, ValueError) as e:  # Keras layers reject unknown keywords with ValueError

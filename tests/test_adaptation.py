@@ -107,7 +107,7 @@ def test_adapt_lowers_the_adaptation_loss_and_leaves_the_original_alone():
 def test_maml_meta_training_over_a_lasso_family(tmp_path, second_order):
     from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415
 
-    config = MetaTrainConfig(
+    config = MetaTrainConfig.from_flat(
         task="lasso", task_kwargs={"dim": 4}, task_family=(0.1, 0.5, 1.0), rule="rnnprop",
         rule_kwargs={"hidden_size": 6, "output_scale": 0.1}, unroll=4, curriculum=(8,), meta_steps=24,
         meta_lr=1e-2, validate_every=1000, checkpoint_every=1000, maml_inner_steps=1, maml_inner_lr=1e-2,

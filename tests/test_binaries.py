@@ -11,9 +11,11 @@ import pytest
 
 import l2o_tf
 from l2o_tf import rules, spec
+from l2o_tf.meta.config import MetaTrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+# As a user runs them: TensorFlow's log level left to the binaries.
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 def _run(*args):
@@ -40,9 +42,13 @@ def test_evaluate_writes_curves_metrics_and_plot(tmp_path):
     [
         (["--optimizer=adamx"], "Unknown optimizer 'adamx'"),
         (["--optimizer=adam:lr=fast"], "'fast' is not a number"),
-        (["--optimizer=adam", "--task=mnist"], "Unknown task 'mnist'"),
-        (["--optimizer=adam", "--seeds=0"], "--seeds must be >= 1"),
-        (["--optimizer=adam", "--output=/proc/nope/x.json"], "/proc/nope"),
+        (["--optimizer=adam:lr=1e-3", "--task=mnist"], "Unknown task 'mnist'"),
+        (["--optimizer=adam:lr=1e-3", "--seeds=0"], "--seeds must be >= 1"),
+        (["--optimizer=adam:lr=1e-3", "--output=/proc/nope/x.json"], "/proc/nope"),
+        (["--optimizer=adam"], "give its learning rate, e.g. adam:lr=1e-3"),
+        (["--steps=5"], "--optimizer is required (see --help)"),
+        (["--optimizer=adam:lr=1e-3", "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+        (["--optimizer=adam:lr=1e-3", "stray"], "unexpected arguments ['stray']"),
     ],
 )
 def test_evaluate_bad_input_is_one_clear_line(args, message, tmp_path):
@@ -50,7 +56,37 @@ def test_evaluate_bad_input_is_one_clear_line(args, message, tmp_path):
     result = _run("train.evaluate", "--steps=5", *args, *extra)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line: no TF start-up noise
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("binary, required", [
+    ("train.evaluate", ["--optimizer", "--output"]), ("train.meta_train", ["--out_dir"]),
+    ("train.adapt", ["--optimizer", "--baseline", "--output"]), ("export.export_saved_model", ["--optimizer", "--output"]),
+    ("train.quickstart", []),
+])
+def test_help_exits_0_and_marks_required_flags(binary, required):
+    result = _run(binary, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.split("\nflags:\n", 1)[1].splitlines()
+    for flag in required:
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(flag + ":"))
+        assert "(required)" in " ".join(lines[index:index + 3])
+    assert "tf_logs: Show TensorFlow" in result.stdout
+
+
+def test_console_scripts_run_from_any_directory(tmp_path):
+    """The installed entry points (setup.cfg) work outside the repository."""
+    script = os.path.join(os.path.dirname(sys.executable), "l2o-evaluate")
+    if not os.path.exists(script):
+        pytest.skip("l2o_tf is not pip-installed in this environment (no console scripts)")
+    result = subprocess.run([script, "--optimizer=adam:lr=0.1", "--task=quadratic", "--task_kwargs=batch_size=4,dim=3",
+                             "--steps=5", "--seeds=1", "--output=out.json"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out.json").exists()
+    for name in ("l2o-quickstart", "l2o-meta-train", "l2o-adapt", "l2o-export"):
+        assert os.path.exists(os.path.join(os.path.dirname(sys.executable), name))
 
 
 def test_specs():
@@ -87,8 +123,8 @@ def test_shipped_optimizers_load_and_record_their_training(name):
     assert sum(int(np.prod(w.shape)) for w in optimizer.rule.weights) < 10000
     info = l2o_tf.pretrained.training_info(name)
     assert info["command"].startswith("python -m train.meta_train")
-    defaults = {"regularizer": "none", "maml_inner_steps": 0}  # runs older than those flags
-    assert {key: info["config"].get(key, defaults.get(key)) for key in SHIPPED[name]} == SHIPPED[name]
+    config = MetaTrainConfig.from_dict(info["config"]).flat()  # older, flat configs: defaults for newer options
+    assert {key: config[key] for key in SHIPPED[name]} == SHIPPED[name]
     for key, value in SHIPPED[name].items():
         if key == "task_family":
             assert "--task_family=" + ",".join(f"{v:g}" for v in value) in info["command"]
@@ -108,6 +144,24 @@ def test_quickstart_trains_a_keras_model(tmp_path):
     assert "dmlstm-mnist: test accuracy" in result.stdout and "MNIST from:" in result.stdout
     run = json.loads(output.read_text())["runs"]["dmlstm-mnist"]
     assert run["test_accuracy"] > 0.3  # 30 steps from random init; chance is 0.1
+
+
+def test_quickstart_offline_without_data_says_once_that_it_used_the_subset(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "L2O_DATA_DIR"}
+    env.update(KERAS_HOME=str(tmp_path / "keras"), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    output = tmp_path / "quick.json"
+    result = subprocess.run([sys.executable, "-m", "train.quickstart", "--steps=20", "--adam_lr=0",
+                             f"--output={output}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("NOTE: RESULTS ON THE BUNDLED MNIST SUBSET") == 1
+    assert "L2O_DATA_DIR" in result.stdout and "[MNIST SUBSET]" in result.stdout
+    assert "SUBSET" not in result.stderr  # said once, on stdout, not again as a warning
+    saved = json.loads(output.read_text())
+    assert saved["data_notice"].startswith("NOTE: RESULTS ON THE BUNDLED MNIST SUBSET")
+    bad = subprocess.run([sys.executable, "-m", "train.quickstart", "--optimizer=nope"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "Unknown optimizer 'nope'" in bad.stderr
+    assert "Loading MNIST" not in bad.stdout  # flags are checked before any data loads
 
 
 def test_unknown_pretrained_name():

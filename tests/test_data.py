@@ -111,6 +111,38 @@ def test_bundled_subset_is_the_loud_last_resort(no_sources):
         assert "bundled subset" in task.data_source
 
 
+def test_a_dataset_unpacks_like_keras_load_data(shared_data):
+    mnist = data.load_mnist()
+    (x_train, y_train), (x_test, y_test) = mnist
+    assert x_train is mnist.x_train and y_test is mnist.y_test
+    assert x_train.shape == (60000, 28, 28, 1) and y_train.shape == (60000,) and x_test.shape[0] == len(y_test)
+
+
+def test_offline_download_is_skipped_at_once_and_the_subset_warns_once(no_sources, monkeypatch):
+    """With download=True and no network the subset is reached in seconds, with exactly one warning."""
+    import time  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    monkeypatch.setattr(data, "DOWNLOAD_HOST", ("unreachable.invalid", 443))
+    data._load.cache_clear()
+    start = time.time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mnist = data.load_mnist(download=True)
+    assert time.time() - start < 20
+    assert mnist.is_subset and "download skipped: unreachable.invalid unreachable (offline)" in mnist.source
+    subset_warnings = [w for w in caught if issubclass(w.category, data.SubsetWarning)]
+    assert len(subset_warnings) == 1 and "L2O_DATA_DIR" in str(subset_warnings[0].message)
+
+
+def test_tfds_imports_what_it_needs():
+    """tensorflow_datasets reads its cache through importlib_resources, which it does not declare."""
+    import importlib_resources  # noqa: F401, PLC0415
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    assert tfds.builder("mnist").name == "mnist"
+
+
 def test_missing_everywhere_lists_every_place(no_sources):
     with pytest.raises(FileNotFoundError) as error:
         data.load_cifar10(download=False)

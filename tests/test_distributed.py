@@ -22,7 +22,7 @@ def _config(**overrides):
                   rule_kwargs={"hidden_size": 8, "output_scale": 0.1}, unroll=5, curriculum=(10,),
                   meta_steps=3, meta_lr=1e-2, validate_every=100, checkpoint_every=100, optimizees=4)
     config.update(overrides)
-    return MetaTrainConfig(**config)
+    return MetaTrainConfig.from_flat(**config)
 
 
 def _max_difference(a, b):

@@ -54,7 +54,7 @@ def _tiny_config(**overrides):
                   rule_kwargs={"hidden_size": 4}, unroll=2, curriculum=(4,), meta_steps=2,
                   validate_every=100, checkpoint_every=1)
     config.update(overrides)
-    return MetaTrainConfig(**config)
+    return MetaTrainConfig.from_flat(**config)
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):

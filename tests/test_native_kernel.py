@@ -191,7 +191,7 @@ def _quadratic_trainer(tmp_path, **overrides):
                   rule_kwargs={"hidden_size": 6, "output_scale": 0.1}, unroll=5, curriculum=(20,), meta_steps=3,
                   meta_lr=1e-2, validate_every=1000, checkpoint_every=1000)
     config.update(overrides)
-    return MetaTrainer(MetaTrainConfig(**config), str(tmp_path))
+    return MetaTrainer(MetaTrainConfig.from_flat(**config), str(tmp_path))
 
 
 def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch):
@@ -211,7 +211,7 @@ def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch
     native.train(verbose=0)
     for a, b in zip(native.rule.weights, reference.rule.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
-    assert json.loads(open(tmp_path / "native" / "config.json").read())["native_kernel"] is True
+    assert json.loads(open(tmp_path / "native" / "config.json").read())["unrolling"]["native_kernel"] is True
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -220,4 +220,4 @@ def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch
 ])
 def test_meta_trainer_native_kernel_conflicts_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        MetaTrainConfig(task="quadratic", native_kernel=True, **overrides)
+        MetaTrainConfig.from_flat(task="quadratic", native_kernel=True, **overrides)

@@ -250,3 +250,45 @@ def test_fused_with_a_variable_without_gradient():
         results.append([v.numpy() for v in variables] + [optimizer.rule_state(v).numpy() for v in variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_weight_decay_follows_keras_for_the_adam_rule_and_the_nominal_step_for_learned_rules():
+    """Keras decays by lr * wd per step; a rule's lr is its nominal step (learned: output_scale)."""
+    def decayed(optimizer, steps=4):
+        v = tf.Variable([1.0, -2.0, 3.0])
+        for _ in range(steps):
+            optimizer.apply_gradients([(tf.constant([0.1, 0.2, -0.3]), v)])
+        return v.numpy()
+
+    ours = decayed(l2o_tf.LearnedOptimizer(rules.Adam(1e-3), weight_decay=0.01))
+    np.testing.assert_allclose(ours, decayed(keras.optimizers.Adam(1e-3, weight_decay=0.01)), atol=1e-7)
+    rule = rules.RNNprop(seed=2, output_scale=0.05)
+    assert rule.nominal_step == 0.05 and rules.SGD(0.3).nominal_step == 0.3
+    # The decay of a learned rule is the same multiplicative shrink as Keras's: x *= 1 - lr * wd * nominal.
+    with_decay = l2o_tf.LearnedOptimizer(rule, weight_decay=0.2, learning_rate=0.5)
+    without = l2o_tf.LearnedOptimizer(rules.RNNprop(seed=2, output_scale=0.05), learning_rate=0.5)
+    v, w = tf.Variable([1.0, -2.0, 3.0]), tf.Variable([1.0, -2.0, 3.0])
+    with_decay.apply_gradients([(tf.constant([0.1, 0.2, -0.3]), v)])
+    without.apply_gradients([(tf.constant([0.1, 0.2, -0.3]), w)])
+    shrink = 1 - 0.5 * 0.2 * 0.05
+    np.testing.assert_allclose(v.numpy(), w.numpy() - np.array([1.0, -2.0, 3.0]) * (1 - shrink), atol=1e-6)
+
+
+def test_an_untrained_learned_rule_warns_once_and_a_trained_one_does_not():
+    import warnings  # noqa: PLC0415
+
+    with pytest.warns(l2o_tf.optimizer.UntrainedRuleWarning, match="random initialisation.*pretrained.load"):
+        l2o_tf.LearnedOptimizer(rules.DMLSTM(seed=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        l2o_tf.pretrained.load("dmlstm-mnist")
+        l2o_tf.LearnedOptimizer(rules.Adam(1e-3))  # hand-designed rules have nothing to train
+
+
+def test_config_carries_the_rule_weights_and_checks_their_shapes():
+    optimizer = l2o_tf.pretrained.load("rnnprop-mnist")
+    config = optimizer.get_config()
+    assert len(config["rule_weights"]) == len(optimizer.rule.weights)
+    bad = dict(config, rule_weights=config["rule_weights"][:-1])
+    with pytest.raises(ValueError, match="rule_weights has"):
+        l2o_tf.LearnedOptimizer.from_config(bad)

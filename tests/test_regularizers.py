@@ -99,7 +99,7 @@ def test_meta_training_with_a_penalty(name, tmp_path):
     """The trainer adds alpha * R to the meta-loss from --reg_start on, and still learns."""
     from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415
 
-    config = MetaTrainConfig(
+    config = MetaTrainConfig.from_flat(
         task="rosenbrock", task_kwargs={"batch_size": 4, "sigma": 0.5}, rule="rnnprop",
         rule_kwargs={"hidden_size": 4, "output_scale": 0.05}, unroll=4, curriculum=(8,), meta_steps=6,
         validate_every=1000, checkpoint_every=1000, regularizer=name, reg_weight=1e-3, reg_every=2, reg_start=3,
@@ -117,7 +117,7 @@ def test_trajectory_start_penalises_only_the_end_of_each_trajectory(tmp_path, mo
     carry the penalty, in every trajectory, once --reg_start is reached."""
     from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415
 
-    config = MetaTrainConfig(
+    config = MetaTrainConfig.from_flat(
         task="rosenbrock", task_kwargs={"batch_size": 2, "sigma": 0.5}, rule="rnnprop",
         rule_kwargs={"hidden_size": 3, "output_scale": 0.05}, unroll=4, curriculum=(12,), meta_steps=9,
         validate_every=1000, checkpoint_every=1000, regularizer="hessian_trace", reg_start=4, reg_trajectory_start=4,
@@ -128,7 +128,7 @@ def test_trajectory_start_penalises_only_the_end_of_each_trajectory(tmp_path, mo
     trainer.train(verbose=0)
     assert seen == [False, False, False, False, True, True, False, True, True]
     with pytest.raises(ValueError, match="reg_trajectory_start .6. must be a multiple of the unroll .4."):
-        MetaTrainConfig(task="rosenbrock", unroll=4, curriculum=(12,), reg_trajectory_start=6)
+        MetaTrainConfig.from_flat(task="rosenbrock", unroll=4, curriculum=(12,), reg_trajectory_start=6)
 
 
 def test_penalty_enters_the_meta_loss_with_its_weight():

@@ -17,14 +17,17 @@ import json
 import os
 import sys
 
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
 import numpy as np
-from absl import app, flags
+import keras
+from absl import flags
 
 from l2o_tf import spec, tasks
-from l2o_tf.evaluate import EVAL_SEED_OFFSET, evaluate_rule
+from l2o_tf import seeds
+from l2o_tf.evaluate import evaluate_rule
 from l2o_tf.meta.adaptation import adapt
 from l2o_tf.plots import plot_curves
-from train.flags_util import check_writable, parse_kwargs, run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", None, "The M-L2O optimizer (shipped name or out_dir).")
@@ -41,14 +44,9 @@ flags.DEFINE_integer("adapt_unroll", 20, "Unroll length of the adaptation meta-l
 flags.DEFINE_boolean("adapt_log_loss", False, "Adapt on the log-loss meta-loss (as --log_loss in meta-training).")
 flags.DEFINE_integer("eval_steps", 1000, "Optimizee steps per evaluation run.")
 flags.DEFINE_integer("seeds", 10, "Evaluation optimizees.")
-flags.DEFINE_integer("seed_offset", EVAL_SEED_OFFSET,
-                     "First evaluation optimizee seed. The default is the evaluation seeds; 1000000000 gives "
-                     "held-out selection optimizees (for choosing hyperparameters without touching the evaluation seeds).")
+cli.define_seed_offset_flag(__name__)
 flags.DEFINE_list("adam_lrs", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1"], "Adam learning rates to pick the best from.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
-flags.mark_flags_as_required(["optimizer", "baseline", "output"])
-
-ADAPT_SEED_OFFSET = 3 * 10**9
 
 
 def summarize(values):
@@ -57,28 +55,30 @@ def summarize(values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     if FLAGS.adapt_steps < 0:
         raise ValueError(f"--adapt_steps must be >= 0, got {FLAGS.adapt_steps}.")
     if FLAGS.eval_steps < 1 or FLAGS.seeds < 1:
         raise ValueError("--eval_steps and --seeds must be >= 1.")
-    check_writable(FLAGS.output)
-    task = tasks.get(FLAGS.task, sigma=FLAGS.task_sigma, dim=FLAGS.task_dim, **parse_kwargs(FLAGS.task_kwargs, "task_kwargs"))
+    cli.check_writable(FLAGS.output)
+    task = tasks.get(FLAGS.task, sigma=FLAGS.task_sigma, dim=FLAGS.task_dim, **cli.parse_kwargs(FLAGS.task_kwargs, "task_kwargs"))
     if not hasattr(task, "optimum"):
         raise ValueError(f"--task {FLAGS.task!r} has no known optimum; use lasso, quadratic, rosenbrock or rastrigin.")
     ml2o, baseline = spec.rule_from_spec(FLAGS.optimizer), spec.rule_from_spec(FLAGS.baseline)
-    seeds = [FLAGS.seed_offset + i for i in range(FLAGS.seeds)]
-    optima = np.array([task.optimum(s) for s in seeds])
+    eval_seeds = [FLAGS.seed_offset + i for i in range(FLAGS.seeds)]
+    optima = np.array([task.optimum(s) for s in eval_seeds])
 
     baseline_lr = FLAGS.adapt_lr if FLAGS.baseline_adapt_lr is None else FLAGS.baseline_adapt_lr
 
     def adapted(rule, learning_rate):
         return adapt(rule, task, steps=FLAGS.adapt_steps, learning_rate=learning_rate,
-                     unroll_length=FLAGS.adapt_unroll, seed=ADAPT_SEED_OFFSET, log_loss=FLAGS.adapt_log_loss)
+                     unroll_length=FLAGS.adapt_unroll, seed=seeds.ADAPTATION, log_loss=FLAGS.adapt_log_loss)
+
+    runs = 3 + len(FLAGS.adam_lrs)
+    bar = keras.utils.Progbar(runs * FLAGS.seeds * FLAGS.eval_steps, unit_name="optimizee step")
 
     def measure(rule):
-        result = evaluate_rule(rule, task, FLAGS.eval_steps, FLAGS.seeds, seed_offset=FLAGS.seed_offset)
+        result = evaluate_rule(rule, task, FLAGS.eval_steps, FLAGS.seeds, seed_offset=FLAGS.seed_offset,
+                               progress=bar.add)
         final = np.array(result["at_step"][str(FLAGS.eval_steps)]["train_loss"]["values"])
         excess = np.maximum(final - optima, 1e-12)
         return {"final_loss": summarize(final), "log10_excess_loss": summarize(np.log10(excess)),
@@ -98,7 +98,7 @@ def main(argv):
     results = {
         "command": "python -m train.adapt " + " ".join(sys.argv[1:]),
         "task": FLAGS.task, "task_sigma": FLAGS.task_sigma, "task_dim": FLAGS.task_dim,
-        "eval_steps": FLAGS.eval_steps, "seeds": seeds, "optimum": summarize(optima),
+        "eval_steps": FLAGS.eval_steps, "seeds": eval_seeds, "optimum": summarize(optima),
         "optimum_method": {"lasso": "FISTA, 20000 iterations, float64", "quadratic": "least squares"}.get(FLAGS.task, "known minimum 0"),
         "methods": methods,
     }
@@ -117,5 +117,9 @@ def main(argv):
     print(f"wrote {FLAGS.output} and {plot_path}")
 
 
+def run():
+    cli.run(main, required=("optimizer", "baseline", "output"))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

@@ -13,13 +13,14 @@ import json
 import os
 import sys
 
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
 import keras
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import l2o_tf
 from l2o_tf.plots import plot_curves
-from train.flags_util import check_writable, run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", "rnnprop-mnist", "Shipped optimizer name or meta-training out_dir.")
@@ -29,7 +30,6 @@ flags.DEFINE_integer("seeds", 3, "Seeds (initial weights and batch order).")
 flags.DEFINE_integer("adapt_steps", 5, "AdaptOnFit steps.")
 flags.DEFINE_float("adapt_lr", 1e-3, "AdaptOnFit Adam learning rate.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it.")
-flags.mark_flag_as_required("output")
 
 
 def model_for(seed):
@@ -41,7 +41,7 @@ def model_for(seed):
 def main(argv):
     if FLAGS.steps < FLAGS.log_every or FLAGS.seeds < 1 or FLAGS.adapt_steps < 1:
         raise ValueError("need --steps >= --log_every, --seeds >= 1 and --adapt_steps >= 1.")
-    check_writable(FLAGS.output)
+    cli.check_writable(FLAGS.output)
     mnist = l2o_tf.data.load_mnist()
     x = mnist.x_train.reshape(len(mnist.x_train), -1).astype("float32") / 255.0
     x_test = mnist.x_test.reshape(len(mnist.x_test), -1).astype("float32") / 255.0
@@ -64,7 +64,8 @@ def main(argv):
             runs[name].append(history.history["loss"])
             accuracy[name].append(model.evaluate(x_test, mnist.y_test, verbose=0)[1])
     result = {"command": "python -m train.adapt_on_fit_demo " + " ".join(sys.argv[1:]), "optimizer": FLAGS.optimizer,
-              "model": "784-64-64-10 ReLU MLP (unseen by the optimizer)", "data_source": mnist.source, "methods": {}}
+              "model": "784-64-64-10 ReLU MLP (unseen by the optimizer)", "data_source": mnist.source,
+              "data_notice": cli.subset_notice(mnist), "methods": {}}
     for name, curves in runs.items():
         curves = np.asarray(curves)
         result["methods"][name] = {
@@ -74,12 +75,19 @@ def main(argv):
             "test_accuracy": {"mean": float(np.mean(accuracy[name])), "values": accuracy[name]},
         }
         print(name, json.dumps({k: v for k, v in result["methods"][name].items() if k != "curve"}))
+    if result["data_notice"]:
+        print(result["data_notice"])
     with open(FLAGS.output, "w") as f:
         json.dump(result, f, indent=1)
     plot_curves({k: v["curve"] for k, v in result["methods"].items()}, os.path.splitext(FLAGS.output)[0] + ".png",
-                f"{FLAGS.optimizer} on an unseen MLP, mean of {FLAGS.seeds} seeds",
+                f"{FLAGS.optimizer} on an unseen MLP, mean of {FLAGS.seeds} seeds"
+                + (cli.SUBSET_TITLE if result["data_notice"] else ""),
                 ylabel=f"training loss (mean per {FLAGS.log_every} steps)")
 
 
+def run():
+    cli.run(main, required=("output",))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

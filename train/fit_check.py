@@ -11,15 +11,16 @@ training loss of both parameter sets on that step's batch and their largest diff
 import json
 import sys
 
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from l2o_tf import LearnedOptimizer, spec, tasks
-from l2o_tf.evaluate import EVAL_SEED_OFFSET
+from l2o_tf import seeds
 from l2o_tf.meta import unroll as unroll_lib
-from train.flags_util import check_writable, run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", "rnnprop-mnist", "Optimizer spec.")
@@ -27,18 +28,17 @@ flags.DEFINE_string("task", "mnist_mlp", "A Keras-model task.")
 flags.DEFINE_integer("steps", 1000, "Training steps.")
 flags.DEFINE_integer("every", 100, "Compare every this many steps.")
 flags.DEFINE_string("output", None, "Result JSON path.")
-flags.mark_flag_as_required("output")
 
 
 def main(argv):
     if FLAGS.steps < 1 or FLAGS.every < 1:
         raise ValueError("--steps and --every must be >= 1.")
-    check_writable(FLAGS.output)
+    cli.check_writable(FLAGS.output)
     task = tasks.get(FLAGS.task)
     if not hasattr(task, "model_fn"):
         raise ValueError(f"--task {FLAGS.task!r} is not a Keras-model task.")
     rule = spec.rule_from_spec(FLAGS.optimizer)
-    seed = EVAL_SEED_OFFSET
+    seed = seeds.EVALUATION
     marks = list(range(FLAGS.every, FLAGS.steps + 1, FLAGS.every))
 
     run = tf.function(lambda p, s, start, n: unroll_lib.run(task, rule, p, s, seed, start, n))
@@ -80,5 +80,9 @@ def main(argv):
     print(f"max |loss difference| {result['max_loss_difference']:.3g}; wrote {FLAGS.output}")
 
 
+def run():
+    cli.run(main, required=("output",))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

@@ -13,17 +13,16 @@ import glob
 import json
 import os
 
-import numpy as np
-from absl import app, flags
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
 
-from train.flags_util import check_writable, parse_kwargs, run_cleanly
+import numpy as np
+from absl import flags
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", None, "train.evaluate JSON files (globs allowed).")
 flags.DEFINE_list("labels", [], "spec=label pairs naming the optimizers in the table.")
 flags.DEFINE_string("output", None, "Summary JSON path; the PNG goes beside it.")
-flags.mark_flag_as_required("inputs")
-flags.mark_flag_as_required("output")
 
 METRICS = ("test_accuracy", "generalization_gap", "hessian_top_eigenvalue", "hessian_trace", "train_loss")
 
@@ -102,14 +101,12 @@ def plot(table, path):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; flags look like --name=value.")
     paths = sorted({p for pattern in FLAGS.inputs for p in (glob.glob(pattern) or [pattern])})
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise ValueError(f"--inputs: no such file {missing[0]!r}.")
-    check_writable(FLAGS.output)
-    table, commands = summarise(paths, {k: str(v) for k, v in parse_kwargs(FLAGS.labels, "labels").items()})
+    cli.check_writable(FLAGS.output)
+    table, commands = summarise(paths, {k: str(v) for k, v in cli.parse_kwargs(FLAGS.labels, "labels").items()})
     text = markdown(table)
     with open(FLAGS.output, "w") as f:
         json.dump({"table": table, "commands": commands, "markdown": text}, f, indent=1)
@@ -117,5 +114,9 @@ def main(argv):
     print(text)
 
 
+def run():
+    cli.run(main, required=("inputs", "output"))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

@@ -11,17 +11,17 @@ import json
 import os
 import re
 
-from absl import app, flags
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
+from absl import flags
 
 from l2o_tf import pretrained
-from train.flags_util import run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Meta-training out_dir.")
 flags.DEFINE_string("name", None, "Name to ship it under.")
 flags.DEFINE_string("command", None, "The exact meta_train command that produced the run.")
 flags.DEFINE_string("log", None, "The run's log (for the wall time); default OUT_DIR.log.")
-flags.mark_flags_as_required(["out_dir", "name", "command"])
 
 
 def main(argv):
@@ -39,5 +39,9 @@ def main(argv):
     print(f"shipped {FLAGS.name} -> {os.path.join(pretrained.HERE, FLAGS.name)}")
 
 
+def run():
+    cli.run(main, required=("out_dir", "name", "command"))
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

@@ -1,20 +1,22 @@
 r"""The main job: a shipped learned optimizer trains a Keras MNIST model, next to Adam.
 
-    python -m train.quickstart                      # dmlstm-mnist vs Adam(1e-2), 1000 steps
+    l2o-quickstart                    # or: python -m train.quickstart
+                                      # dmlstm-mnist vs Adam(1e-2), 1000 steps each
 
 Works offline with no data set present: MNIST is searched as l2o_tf.data describes, and the
-bundled 6,000-image subset is the loud last resort (the printed data source says which).
+bundled 6,000-image subset is the loud last resort (the output says so, and how to get the rest).
 """
 
 import json
 import time
 
+from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
+
 import keras
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import l2o_tf
-from train.flags_util import run_cleanly
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", "dmlstm-mnist", "Shipped optimizer name or meta-training out_dir.")
@@ -37,7 +39,7 @@ def train(optimizer, x, y, x_test, y_test):
                   metrics=["accuracy"])
     order = np.random.default_rng(FLAGS.seed).integers(0, len(x), FLAGS.steps * 128)
     start = time.time()
-    history = model.fit(x[order], y[order], batch_size=128, epochs=1, shuffle=False, verbose=0)
+    history = model.fit(x[order], y[order], batch_size=128, epochs=1, shuffle=False, verbose="auto")
     seconds = time.time() - start
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=2000, verbose=0)
     return {"train_loss_epoch_mean": history.history["loss"][-1], "test_loss": test_loss,
@@ -47,25 +49,38 @@ def train(optimizer, x, y, x_test, y_test):
 def main(argv):
     if FLAGS.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {FLAGS.steps}.")
-    mnist = l2o_tf.data.load_mnist(FLAGS.data_dir)
-    print(f"MNIST from: {mnist.source}")
-    x = mnist.x_train.reshape(len(mnist.x_train), -1).astype("float32") / 255.0
-    x_test = mnist.x_test.reshape(len(mnist.x_test), -1).astype("float32") / 255.0
-    runs = {FLAGS.optimizer: l2o_tf.pretrained.load(FLAGS.optimizer)}
+    if FLAGS.adam_lr < 0:
+        raise ValueError(f"--adam_lr must be >= 0 (0 skips Adam), got {FLAGS.adam_lr:g}.")
+    if FLAGS.output:
+        cli.check_writable(FLAGS.output)
+    runs = {FLAGS.optimizer: l2o_tf.pretrained.load(FLAGS.optimizer)}  # a bad name fails before any data loads
     if FLAGS.adam_lr > 0:
         runs[f"keras Adam(lr={FLAGS.adam_lr:g})"] = keras.optimizers.Adam(FLAGS.adam_lr)
-    results = {"data_source": mnist.source, "steps": FLAGS.steps, "seed": FLAGS.seed, "runs": {}}
+    print("Loading MNIST ...", flush=True)
+    (x, y), (x_test, y_test) = mnist = l2o_tf.data.load_mnist(FLAGS.data_dir)
+    print(f"MNIST from: {mnist.source}")
+    notice = cli.subset_notice(mnist)
+    if notice:
+        print(notice)
+    x = x.reshape(len(x), -1).astype("float32") / 255.0
+    x_test = x_test.reshape(len(x_test), -1).astype("float32") / 255.0
+    results = {"data_source": mnist.source, "data_notice": notice, "steps": FLAGS.steps, "seed": FLAGS.seed,
+               "runs": {}}
     for name, optimizer in runs.items():
-        result = train(optimizer, x, mnist.y_train, x_test, mnist.y_test)
+        print(f"Training the 784-20-10 MLP with {name} for {FLAGS.steps} steps ...", flush=True)
+        result = train(optimizer, x, y, x_test, y_test)
         results["runs"][name] = result
+    for name, result in results["runs"].items():
         print(f"{name:>28}: test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f} "
-              f"after {FLAGS.steps} steps ({result['seconds']:.1f} s)")
-    if mnist.is_subset:
-        print("NOTE: these numbers come from the bundled MNIST subset, not the full data set.")
+              f"after {FLAGS.steps} steps ({result['seconds']:.1f} s)" + ("  [MNIST SUBSET]" if notice else ""))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=1)
 
 
+def run():
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(run_cleanly(main))
+    run()

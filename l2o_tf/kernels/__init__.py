@@ -2,7 +2,7 @@
 
 - ``lstm_stack_step``: the fused step of :class:`l2o_tf.rules.lstm.LSTMStack`, with its
   gradient (a second fused op), so that meta-training unrolls
-  (``MetaTrainConfig(native_kernel=True)``) run it;
+  (``MetaTrainConfig.from_flat(native_kernel=True)``) run it;
 - ``rnnprop_step`` and ``dmlstm_step``: the whole step of :class:`l2o_tf.rules.RNNprop` and
   :class:`l2o_tf.rules.DMLSTM` (preprocessing, stack, head) in one pass, forward only: what
   ``LearnedOptimizer(native_kernel=True)`` applies, where nothing differentiates the step.
@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import tensorflow as tf
@@ -85,8 +86,19 @@ def _cpu_signature():
         return platform.processor() + platform.machine()
 
 
+def _accepts(compiler, flag):
+    """Whether ``compiler`` knows ``flag`` (a preprocessor-only run: milliseconds)."""
+    probe = subprocess.run([compiler, flag, "-E", "-x", "c++", os.devnull, "-o", os.devnull], capture_output=True)
+    return probe.returncode == 0
+
+
 def _command(compiler, output):
-    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=fast", "-w", *_SOURCES, "-o", output]
+    # -march=native turns on AVX512-FP16 on CPUs that have it (Sapphire Rapids and later), and
+    # TensorFlow's bundled Eigen then fails to compile (PacketMathFP16.h) with GCC 12.  The
+    # kernels compute in float32, so they lose nothing without it.
+    no_fp16 = ["-mno-avx512fp16"] if _accepts(compiler, "-mno-avx512fp16") else []
+    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-ffp-contract=fast", "-w",
+             *_SOURCES, "-o", output]
             + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
@@ -106,6 +118,9 @@ def library_path():
     os.makedirs(cache, exist_ok=True)
     handle, scratch = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(handle)
+    # One line before the only slow part, so that a first native_kernel=True is not silent.
+    print(f"l2o_tf: compiling the native CPU kernels with {compiler} (about 20-40 s, once per machine) ...",
+          file=sys.stderr, flush=True)
     result = subprocess.run(_command(compiler, scratch), capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(scratch)
@@ -177,7 +192,7 @@ def _forward_only(op, d_updates, d_new_state):
     raise NotImplementedError(
         "the native whole-step rule kernels (LearnedOptimizer(native_kernel=True)'s apply step) have no "
         "gradient: differentiate the rule outside kernels.native(whole_rule=True), e.g. with "
-        "MetaTrainConfig(native_kernel=True), whose unrolls run the differentiable native LSTM kernel.")
+        "MetaTrainConfig.from_flat(native_kernel=True), whose unrolls run the differentiable native LSTM kernel.")
 
 
 tf.RegisterGradient("L2oRnnpropStep")(_forward_only)

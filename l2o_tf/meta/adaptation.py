@@ -136,6 +136,6 @@ def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0
     for i in range(steps):
         step(fresh_optimizee(copy, task, seed + i), tf.constant(seed + i, tf.int64))
     if isinstance(optimizer, LearnedOptimizer):
-        config_kwargs = {k: v for k, v in optimizer.get_config().items() if k != "rule"}
+        config_kwargs = {k: v for k, v in optimizer.get_config().items() if k not in ("rule", "rule_weights", "name")}
         return LearnedOptimizer(copy, **config_kwargs)
     return copy

@@ -11,6 +11,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from l2o_tf import seeds
+
 
 def _dot(xs, ys):
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys)])
@@ -31,7 +33,7 @@ def hessian_vector_product(loss_fn, params, vectors):
 
 def _rademacher(params, seed, index):
     return [
-        2.0 * tf.cast(tf.random.stateless_uniform(tf.shape(p), tf.stack([tf.cast(seed, tf.int64), 1000 * index + i]),
+        2.0 * tf.cast(tf.random.stateless_uniform(tf.shape(p), seeds.probe(seed, index, i),
                                                    0, 2, tf.int32), p.dtype) - 1.0
         for i, p in enumerate(params)
     ]
@@ -99,7 +101,7 @@ def local_entropy(loss_fn, params, gamma=1.0, num_steps=20, step_size=0.05, temp
             tape.watch(sample)
             loss = loss_fn(sample)
         grads = tape.gradient(loss, sample)
-        noise = [tf.random.stateless_normal(tf.shape(p), tf.stack([tf.cast(seed, tf.int64), 7919 * k + i]), dtype=p.dtype)
+        noise = [tf.random.stateless_normal(tf.shape(p), seeds.sgld_noise(seed, k, i), dtype=p.dtype)
                  for i, p in enumerate(sample)]
         sample = [
             s - step_size * (g + gamma * (s - a)) + noise_scale * n

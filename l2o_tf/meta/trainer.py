@@ -8,7 +8,6 @@ state.  Optimizee seeds and batches are pure functions of those counters, so
 no RNG state needs saving.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -19,139 +18,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from l2o_tf import kernels, rules, tasks
-from l2o_tf.meta import adaptation, regularizers
+from l2o_tf import kernels, rules, seeds, tasks
+from l2o_tf.meta import adaptation
 from l2o_tf.meta import unroll as unroll_lib
+from l2o_tf.meta.config import MetaTrainConfig
+from l2o_tf.meta.progress import MetaTrainProgbar
 
-VALIDATION_SEED_OFFSET = 10**9
-RESUMABLE_CHANGES = ("meta_steps", "checkpoint_every", "recompute")
-
-
-@dataclasses.dataclass
-class MetaTrainConfig:
-    """A meta-training run; serialised to ``config.json`` beside its checkpoints."""
-
-    task: str = "mnist_mlp"
-    task_kwargs: dict = dataclasses.field(default_factory=dict)
-    rule: str = "rnnprop"
-    rule_kwargs: dict = dataclasses.field(default_factory=dict)
-    unroll: int = 20
-    curriculum: tuple = (100,)
-    patience: int = 3
-    validate_every: int = 200
-    validation_seeds: int = 2
-    meta_steps: int = 1000
-    meta_lr: float = 1e-3
-    clipnorm: float = 1.0
-    second_order: bool = False
-    loss_weights: str = "uniform"
-    log_loss: bool = False
-    seed: int = 0
-    checkpoint_every: int = 100
-    max_consecutive_skips: int = 20
-    imitation_weight: float = 0.0
-    imitation_lr: float = 1e-2
-    regularizer: str = "none"
-    reg_weight: float = 1e-4
-    reg_every: int = 1
-    reg_start: int = 0
-    # Optimizee step within each trajectory from which the penalty is on: the flatness of where
-    # a trajectory ends is what the penalty is for, and penalising its first steps slows them.
-    reg_trajectory_start: int = 0
-    reg_num_probes: int = 1
-    reg_num_iters: int = 10
-    reg_gamma: float = 1.0
-    reg_sgld_steps: int = 10
-    task_family: tuple = ()
-    maml_inner_steps: int = 0
-    maml_inner_lr: float = 1e-3
-    maml_second_order: bool = False
-    maml_inner_optimizer: str = "sgd"
-    optimizees: int = 1
-    # XLA-compile each optimizee's unroll and meta-gradient.  XLA's stateless random ops draw
-    # other numbers than TF's kernels for the same seed, so this is a different (equally
-    # deterministic) run: it belongs to the config.
-    jit_compile: bool = False
-    # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
-    recompute: bool = False
-    # Run the rule's LSTM stack, forward and backward, with l2o_tf's native fused CPU kernels
-    # (l2o_tf.kernels): the fastest CPU meta step.  Equal to the TF step to float rounding, so
-    # like jit_compile it belongs to the config; the two exclude each other (XLA cannot compile
-    # a custom op), and the kernels' gradient has no gradient itself (no maml_second_order).
-    native_kernel: bool = False
-
-    def __post_init__(self):
-        self.curriculum = tuple(int(t) for t in self.curriculum)
-        self.task_family = tuple(float(s) for s in self.task_family)
-        checks = [
-            (self.unroll >= 1, f"unroll must be >= 1, got {self.unroll}"),
-            (len(self.curriculum) >= 1, "curriculum needs at least one trajectory length"),
-            (all(t >= self.unroll for t in self.curriculum),
-             f"every trajectory length {list(self.curriculum)} must be >= the unroll ({self.unroll})"),
-            (all(t % self.unroll == 0 for t in self.curriculum),
-             f"every trajectory length {list(self.curriculum)} must be a multiple of the unroll ({self.unroll})"),
-            (self.optimizees >= 1, f"optimizees must be >= 1, got {self.optimizees}"),
-            (self.meta_steps >= 1, f"meta_steps must be >= 1, got {self.meta_steps}"),
-            (self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
-            (self.validate_every >= 1, f"validate_every must be >= 1, got {self.validate_every}"),
-            (self.validation_seeds >= 1, f"validation_seeds must be >= 1, got {self.validation_seeds}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.imitation_weight >= 0, f"imitation_weight must be >= 0, got {self.imitation_weight}"),
-            (self.reg_start >= 0 and self.reg_trajectory_start >= 0,
-             f"reg_start and reg_trajectory_start must be >= 0, got {self.reg_start}, {self.reg_trajectory_start}"),
-            (self.reg_trajectory_start % self.unroll == 0,
-             f"reg_trajectory_start ({self.reg_trajectory_start}) must be a multiple of the unroll ({self.unroll})"),
-            (self.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {self.maml_inner_steps}"),
-            (self.maml_inner_steps == 0 or (self.regularizer == "none" and self.imitation_weight == 0),
-             "MAML meta-training does not combine with a regularizer or imitation"),
-            (not (self.native_kernel and self.jit_compile),
-             "native_kernel runs custom ops that XLA cannot compile: pass jit_compile or native_kernel, not both"),
-            (not (self.native_kernel and self.maml_second_order and self.maml_inner_steps),
-             "native_kernel has no second derivative: it does not combine with maml_second_order"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message + ".")
-        self.unroll_config()
-        self.penalty()
-        self.maml_config()
-
-    def unroll_config(self):
-        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss)
-
-    def maml_config(self):
-        """M-L2O's inner loop, or None for vanilla meta-training."""
-        if not self.maml_inner_steps:
-            return None
-        return adaptation.MAMLConfig(
-            self.maml_inner_steps, self.maml_inner_lr, self.maml_second_order, self.maml_inner_optimizer)
-
-    def penalty(self):
-        """The configured flatness penalty, or None."""
-        if self.regularizer == "none":
-            return None
-        options = {
-            "hessian_trace": {"num_probes": self.reg_num_probes},
-            "hessian_eig": {"num_iters": self.reg_num_iters},
-            "local_entropy": {"gamma": self.reg_gamma, "num_steps": self.reg_sgld_steps},
-        }.get(self.regularizer, {})
-        return regularizers.Penalty(self.regularizer, self.reg_weight, self.reg_every, tuple(sorted(options.items())))
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-
-def optimizee_seed(run_seed, trajectory_index):
-    """The seed of the ``trajectory_index``-th training optimizee of run ``run_seed``."""
-    return int(run_seed) * 1_000_003 + int(trajectory_index)
 
 
 class MetaTrainer:
     """Meta-trains ``config.rule`` on ``config.task``; ``out_dir`` holds checkpoints, config and logs.
 
     ``strategy``: a ``tf.distribute.Strategy`` (default: the current one); its
-    replicas share the ``config.optimizees`` optimizees of each meta step.
+    replicas share the ``config.distribution.optimizees`` optimizees of each meta step.
     The strategy does not change what is learned, so it is not part of the config.
     """
 
@@ -160,9 +39,9 @@ class MetaTrainer:
         self.out_dir = out_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
-        if config.optimizees % replicas:
+        if config.distribution.optimizees % replicas:
             raise ValueError(
-                f"optimizees ({config.optimizees}) must be a multiple of the strategy's {replicas} replicas."
+                f"optimizees ({config.distribution.optimizees}) must be a multiple of the strategy's {replicas} replicas."
             )
         if config.task_family:
             # A family over the shift knob sigma; trajectory i trains on member i mod len(family).
@@ -177,7 +56,7 @@ class MetaTrainer:
                 raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
             self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
             self.meta_optimizer.build(self.rule.trainable_variables)
-        self.unroll_config = config.unroll_config()
+        self.unroll_config = config.unrolling.unroll_config()
 
         counter = lambda value=0: tf.Variable(value, dtype=tf.int64, trainable=False)  # noqa: E731
         self.meta_step = counter()
@@ -188,14 +67,14 @@ class MetaTrainer:
         self.consecutive_skips = counter()
         self.bad_validations = counter()
         self.best_validation = tf.Variable(math.inf, dtype=tf.float32, trainable=False)
-        batch = config.optimizees
+        batch = config.distribution.optimizees
         initial = self.task.init_params(0)
         # The optimizees of a meta step, stacked on a leading axis of size ``optimizees``.
         self.params = [tf.Variable(tf.stack([p] * batch), trainable=False) for p in initial]
         self.num_coordinates = sum(p.shape.num_elements() for p in initial)
         self.state = tf.Variable(self._stacked(self.rule.initial_state(self.num_coordinates)), trainable=False)
         # Optional Adam teacher whose updates the rule imitates (its state follows the optimizee).
-        self.teacher = rules.Adam(learning_rate=config.imitation_lr) if config.imitation_weight > 0 else None
+        self.teacher = rules.Adam(learning_rate=config.imitation.imitation_lr) if config.imitation.imitation_weight > 0 else None
         self.teacher_state = tf.Variable(
             self._stacked(self.teacher.initial_state(self.num_coordinates) if self.teacher else tf.zeros([0])),
             trainable=False,
@@ -218,21 +97,22 @@ class MetaTrainer:
         if self.teacher is not None:  # only runs with imitation carry a teacher state
             self.checkpoint.teacher_state = self.teacher_state
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
-        self.penalty = config.penalty()
-        self.maml = config.maml_config()
+        self.penalty = config.penalty.penalty()
+        self.maml = config.maml.maml_config()
         self._compiled = {}
+        self._verbose = 0
         self._run = tf.function(self._run_fn)
-        self._one = tf.function(self._one_optimizee, jit_compile=True) if config.jit_compile else self._one_optimizee
-        if config.native_kernel:
+        self._one = tf.function(self._one_optimizee, jit_compile=True) if config.unrolling.jit_compile else self._one_optimizee
+        if config.unrolling.native_kernel:
             kernels.load()  # build it now: a missing compiler is reported here, not mid-trace
 
     def _stacked(self, value):
-        return tf.stack([value] * self.config.optimizees)
+        return tf.stack([value] * self.config.distribution.optimizees)
 
     # -- compiled pieces --------------------------------------------------------
     def _one_optimizee(self, task, penalty, params, state, teacher_state, seed, start_step):
         """Meta-loss, meta-gradient and unroll result for one optimizee's truncation."""
-        with kernels.native(self.config.native_kernel):
+        with kernels.native(self.config.unrolling.native_kernel):
             return self._one_optimizee_traced(task, penalty, params, state, teacher_state, seed, start_step)
 
     def _one_optimizee_traced(self, task, penalty, params, state, teacher_state, seed, start_step):
@@ -244,7 +124,7 @@ class MetaTrainer:
                 return_unroll=True,
             )
         else:
-            teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation_weight)
+            teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation.imitation_weight)
             with tf.GradientTape() as tape:
                 result = unroll_lib.unroll(task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty)
             loss, grads = result.meta_loss, tape.gradient(result.meta_loss, variables)
@@ -253,16 +133,16 @@ class MetaTrainer:
             result = result._replace(teacher_state=teacher_state)
         return loss, grads, result
 
-    def _replica_meta_gradient(self, task, penalty, params, state, teacher_state, seeds, start_step):
+    def _replica_meta_gradient(self, task, penalty, params, state, teacher_state, optimizee_seeds, start_step):
         """This replica's share of the batch: sums of meta-losses and meta-gradients over ``optimizees``."""
-        batch = self.config.optimizees
+        batch = self.config.distribution.optimizees
         local = batch // self.strategy.num_replicas_in_sync
         first = tf.distribute.get_replica_context().replica_id_in_sync_group * local
         loss_sum, grad_sum, results = 0.0, None, []
         for b in range(local):
             i = first + b
             loss, grads, result = self._one(
-                task, penalty, [p[i] for p in params], state[i], teacher_state[i], seeds[i], start_step
+                task, penalty, [p[i] for p in params], state[i], teacher_state[i], optimizee_seeds[i], start_step
             )
             loss_sum += loss / batch
             grads = [g / batch for g in grads]
@@ -276,11 +156,11 @@ class MetaTrainer:
         )
         return grad_sum, stacked
 
-    def _meta_gradient_fn(self, task, penalty, params, state, teacher_state, seeds, start_step):
+    def _meta_gradient_fn(self, task, penalty, params, state, teacher_state, optimizee_seeds, start_step):
         """All-reduced mean meta-gradient over the batch, and the batch's unroll results gathered."""
         grads, per_replica = self.strategy.run(
             lambda *args: self._replica_meta_gradient(task, penalty, *args),
-            args=(params, state, teacher_state, seeds, start_step),
+            args=(params, state, teacher_state, optimizee_seeds, start_step),
         )
         total = lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
         gather = lambda value: self.strategy.gather(value, axis=0)  # noqa: E731
@@ -330,14 +210,14 @@ class MetaTrainer:
         return result.meta_loss, grads
 
     def _run_fn(self, params, state, seed, num_steps):
-        with kernels.native(self.config.native_kernel):
+        with kernels.native(self.config.unrolling.native_kernel):
             return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
 
     # -- bookkeeping -----------------------------------------------------------
     def _penalized(self):
         """Whether the next unroll carries the flatness penalty (``reg_start``, ``reg_trajectory_start``)."""
-        return (self.penalty is not None and int(self.meta_step) >= self.config.reg_start
-                and int(self.optimizee_step) >= self.config.reg_trajectory_start)
+        return (self.penalty is not None and int(self.meta_step) >= self.config.penalty.reg_start
+                and int(self.optimizee_step) >= self.config.penalty.reg_trajectory_start)
 
     @property
     def member(self):
@@ -346,12 +226,12 @@ class MetaTrainer:
 
     @property
     def trajectory_length(self):
-        return self.config.curriculum[min(int(self.stage), len(self.config.curriculum) - 1)]
+        return self.config.schedule.curriculum[min(int(self.stage), len(self.config.schedule.curriculum) - 1)]
 
     def _seeds(self):
         """Seeds of the current trajectory's optimizees (with one optimizee: the trajectory index's)."""
-        batch = self.config.optimizees
-        return [optimizee_seed(self.config.seed, int(self.trajectory_index) * batch + b) for b in range(batch)]
+        batch = self.config.distribution.optimizees
+        return [seeds.training_optimizee(self.config.seed, int(self.trajectory_index) * batch + b) for b in range(batch)]
 
     def _new_optimizee(self):
         inits = [self.tasks[self.member].init_params(seed) for seed in self._seeds()]
@@ -367,11 +247,9 @@ class MetaTrainer:
         path = os.path.join(self.out_dir, "config.json")
         if os.path.exists(path):
             with open(path) as f:
-                saved = json.load(f)
-            mine = json.loads(self.config.to_json())
-            # Keys an older run did not record hold their defaults.
-            saved = {**json.loads(MetaTrainConfig().to_json()), **saved}
-            different = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in RESUMABLE_CHANGES)
+                saved = MetaTrainConfig.from_dict(json.load(f)).flat()  # options it did not record: defaults
+            mine = self.config.flat()
+            different = sorted(k for k in mine if saved[k] != mine[k] and k not in MetaTrainConfig.RESUMABLE_CHANGES)
             if different:
                 raise ValueError(
                     f"out_dir {self.out_dir!r} holds a run with a different config ({', '.join(different)}); "
@@ -393,14 +271,14 @@ class MetaTrainer:
                     f"checkpoint {latest} is corrupt or does not match this run ({type(e).__name__}: "
                     f"{str(e).splitlines()[0][:160]}); delete it to resume from an earlier one, or use a new --out_dir."
                 ) from None
-            logging.info("Resumed from %s at meta step %d.", latest, int(self.meta_step))
+            self._say(f"Resumed from {latest} at meta step {int(self.meta_step)}.")
         return bool(latest)
 
     def validate(self):
         """Mean training loss (its log with ``log_loss``) over the current trajectory length on held-out optimizee seeds."""
         values = []
-        for i in range(self.config.validation_seeds):
-            seed = VALIDATION_SEED_OFFSET + i
+        for i in range(self.config.schedule.validation_seeds):
+            seed = seeds.VALIDATION + i
             _, _, losses = self._run(
                 self.task.init_params(seed),
                 self.rule.initial_state(self.num_coordinates),
@@ -417,27 +295,41 @@ class MetaTrainer:
             self.bad_validations.assign(0)
             return
         self.bad_validations.assign_add(1)
-        if int(self.bad_validations) >= self.config.patience and int(self.stage) < len(self.config.curriculum) - 1:
+        if int(self.bad_validations) >= self.config.schedule.patience and int(self.stage) < len(self.config.schedule.curriculum) - 1:
             self.stage.assign_add(1)
             self.best_validation.assign(math.inf)
             self.bad_validations.assign(0)
             self.trajectory_index.assign_add(1)
             self._new_optimizee()
-            logging.info("Curriculum: trajectory length now %d.", self.trajectory_length)
+            self._say(f"Curriculum: trajectory length now {self.trajectory_length}.")
 
     # -- the loop ---------------------------------------------------------------
+    def _say(self, message):
+        """A line for the user: printed when training verbosely, else logged."""
+        if self._verbose:
+            print(message, flush=True)
+        else:
+            logging.info(message)
+
     def train(self, verbose=1):
         """Meta-train until ``config.meta_steps``; resumes from ``out_dir`` if it holds a run."""
+        self._verbose = verbose
         self._prepare_out_dir()
         if not self.restore():
             self._new_optimizee()
         writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
-        progress = keras.utils.Progbar(
-            self.config.meta_steps, verbose=verbose,
-            stateful_metrics=["meta_loss", "loss", "trajectory", "skipped", "validation", "penalty"],
+        progress = MetaTrainProgbar(
+            self.config.meta_steps, verbose=verbose, unit_name="meta step",
+            stateful_metrics=["meta_loss", "loss", "validation", "penalty"],
         )
-        progress.update(int(self.meta_step))
         start_time, start_step = time.time(), int(self.meta_step)
+        progress.start(start_step)
+        next_validation = (start_step // self.config.schedule.validate_every + 1) * self.config.schedule.validate_every
+        if next_validation > self.config.meta_steps:
+            self._say(f"No validation in this run: it ends at meta step {self.config.meta_steps}, before the next "
+                      f"validation (every {self.config.schedule.validate_every} meta steps: validate_every).")
+        self._say(f"Meta-training from meta step {start_step} to {self.config.meta_steps} (the first step traces "
+                  "and compiles the unroll) ...")
         while int(self.meta_step) < self.config.meta_steps:
             penalized = self._penalized()
             train_step = self._step_function(self.member, penalized)
@@ -451,7 +343,7 @@ class MetaTrainer:
                     variable.assign(value)
                 self.state.assign(result.state)
                 self.teacher_state.assign(result.teacher_state)
-                self.optimizee_step.assign_add(self.config.unroll)
+                self.optimizee_step.assign_add(self.config.unrolling.unroll)
                 if int(self.optimizee_step) >= self.trajectory_length:
                     self.trajectory_index.assign_add(1)
                     self._new_optimizee()
@@ -467,8 +359,8 @@ class MetaTrainer:
                 self.trajectory_index.assign_add(1)
                 self._new_optimizee()
             step = int(self.meta_step)
-            values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1])),
-                      ("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
+            values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1]))]
+            counters = [("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
             if penalized:
                 values.append(("penalty", float(tf.reduce_mean(result.penalty))))
             with writer.as_default(step=step):
@@ -477,19 +369,19 @@ class MetaTrainer:
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))
                 if penalized:
-                    tf.summary.scalar(f"penalty/{self.config.regularizer}", tf.reduce_mean(result.penalty))
-            if step % self.config.validate_every == 0:
+                    tf.summary.scalar(f"penalty/{self.config.penalty.regularizer}", tf.reduce_mean(result.penalty))
+            if step % self.config.schedule.validate_every == 0:
                 value = self.validate()
                 self._after_validation(value)
                 values.append(("validation", value))
                 with writer.as_default(step=step):
                     tf.summary.scalar("validation/mean_loss", value)
-            progress.update(step, values)
+            progress.update(step, values, counters)
             if step % self.config.checkpoint_every == 0 or step == self.config.meta_steps:
                 self.save()
         writer.flush()
         elapsed = time.time() - start_time
-        logging.info("Meta-trained %d steps in %.1f s.", int(self.meta_step) - start_step, elapsed)
+        self._say(f"Meta-trained {int(self.meta_step) - start_step} steps in {elapsed:.1f} s.")
         return self.rule
 
     def save(self):

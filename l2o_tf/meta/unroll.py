@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from l2o_tf import seeds
+
 
 def flatten(tensors):
     """A list of tensors as one float32 vector."""
@@ -131,7 +133,7 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             teacher = (teacher[0], teacher_state, teacher[2])
             imitation += imitation_k
         if penalty is not None and k % penalty.every == 0:
-            penalty_seed = tf.cast(seed, tf.int64) * 100_003 + tf.cast(step, tf.int64)
+            penalty_seed = seeds.penalty_step(seed, step)
             penalty_sum += penalty(lambda p, b=batch: task.loss(p, b), params, penalty_seed)
         if k > 0:
             losses.append(loss_k)

@@ -16,6 +16,8 @@ agree to float precision.
 import keras
 import tensorflow as tf
 
+from l2o_tf import seeds
+
 
 class UpdateRule(keras.layers.Layer):
     """Base class of update rules: a Keras layer whose weights are created at construction.
@@ -30,6 +32,8 @@ class UpdateRule(keras.layers.Layer):
     CONFIG_FIELDS = ()
     # Whether the rule has seeded weights (hand-designed rules have none and take no seed).
     SEEDED = True
+    # The attribute holding the rule's typical step size (see ``nominal_step``).
+    NOMINAL_STEP_FIELD = "output_scale"
 
     def __init__(self, seed=0, name=None, **kwargs):
         # Rules always compute in float32: under a mixed-precision policy the
@@ -45,6 +49,11 @@ class UpdateRule(keras.layers.Layer):
         """Width ``S`` of the per-coordinate state."""
         raise NotImplementedError
 
+    @property
+    def nominal_step(self):
+        """The rule's typical step size: the step ``weight_decay`` is scaled by, as Keras scales it by lr."""
+        return float(getattr(self, self.NOMINAL_STEP_FIELD))
+
     def create_weights(self):
         """Create the rule's weights (none for hand-designed rules)."""
 
@@ -57,7 +66,7 @@ class UpdateRule(keras.layers.Layer):
 
     def weight_initializer(self, index):
         """Glorot-uniform initializer seeded from the rule seed and a per-weight index."""
-        return keras.initializers.GlorotUniform(seed=self.seed * 1000 + index)
+        return keras.initializers.GlorotUniform(seed=seeds.rule_weight(self.seed, index))
 
     def get_config(self):
         config = super().get_config()

@@ -19,6 +19,7 @@ class Adam(UpdateRule):
 
     CONFIG_FIELDS = ("learning_rate", "beta_1", "beta_2", "epsilon")
     SEEDED = False
+    NOMINAL_STEP_FIELD = "learning_rate"
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name=None, **kwargs):
         if learning_rate <= 0:
@@ -46,7 +47,6 @@ class Adam(UpdateRule):
         return updates, tf.stack([m, v], axis=1)
 
 
-
 @keras.saving.register_keras_serializable(package="l2o_tf")
 class SGD(UpdateRule):
     """SGD with (Nesterov) momentum, in the form ``keras.optimizers.SGD`` uses.
@@ -57,6 +57,7 @@ class SGD(UpdateRule):
 
     CONFIG_FIELDS = ("learning_rate", "momentum", "nesterov")
     SEEDED = False
+    NOMINAL_STEP_FIELD = "learning_rate"
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, name=None, **kwargs):
         if learning_rate <= 0:

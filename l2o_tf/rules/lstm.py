@@ -55,7 +55,7 @@ class LSTMStack:
         ``[new_prefix, h0, c0, ...]``.  ``embedding=(kernel, bias)`` is an ELU input layer,
         ``elu(inputs @ kernel + bias)``, applied first (RNNprop's).  Inside
         :func:`l2o_tf.kernels.native` (``LearnedOptimizer(native_kernel=True)``'s apply step,
-        ``MetaTrainConfig(native_kernel=True)``'s unrolls) the native fused kernel runs this step.
+        ``MetaTrainConfig.from_flat(native_kernel=True)``'s unrolls) the native fused kernel runs this step.
         """
         if kernels.native_enabled():
             if new_prefix is None:

@@ -36,18 +36,6 @@ class Task:
         """A fixed training batch on which sharpness (Hessian trace / top eigenvalue) is measured."""
         return self.train_batch(seed, 0)
 
-    def batches(self, seed, num_steps):
-        """The first ``num_steps`` training batches of optimizee ``seed``."""
-        for step in range(num_steps):
-            yield self.train_batch(seed, step)
-
-    def loss_and_grads(self, params, batch):
-        """(loss, gradients) with respect to ``params``."""
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            loss = self.loss(params, batch)
-        return loss, tape.gradient(loss, params)
-
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 

@@ -9,7 +9,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from l2o_tf import data
+from l2o_tf import data, seeds
 from l2o_tf.tasks.keras_model import KerasModelTask
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -29,7 +29,7 @@ def scale_cifar(x):
 
 
 def _seeded(seed, index):
-    return keras.initializers.GlorotUniform(seed=int(seed) * 100 + index)
+    return keras.initializers.GlorotUniform(seed=seeds.optimizee_weight(seed, index))
 
 
 def mlp_fn(input_shape, hidden_sizes, activation, num_classes=10):
