@@ -1,5 +1,5 @@
-"""One model.fit train step (batch 128): Keras Adam vs LearnedOptimizer(RNNprop / DM-LSTM): per-variable, fused,
-fused with the rule step compiled by XLA, and fused with the native kernels."""
+"""One model.fit train step (batch 128): Keras Adam vs LearnedOptimizer(RNNprop / DM-LSTM / AdafacMLP): per-variable,
+fused, fused with the rule step compiled by XLA, and fused with the native kernels."""
 
 import statistics
 import time
@@ -37,6 +37,10 @@ OPTIMIZERS = {
     # l2o_tf's native fused CPU kernels: the rule's whole step in one kernel.
     "rnnprop_fused_native": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, native_kernel=True),
     "dmlstm_fused_native": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, native_kernel=True),
+    # The per-parameter MLP with Adafactor features: a few hundred FLOPs per parameter.
+    "adafac_mlp": lambda: LearnedOptimizer(rules.AdafacMLP()),
+    "adafac_mlp_fused": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True),
+    "adafac_mlp_fused_xla": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True, jit_compile=True),
 }
 
 
@@ -81,4 +85,8 @@ def measure(names=tuple(OPTIMIZERS)):
 
 
 if __name__ == "__main__":
-    emit("fit_step_ms", measure())
+    import sys  # noqa: PLC0415
+
+    # python -m benchmarks.fit_step_ms [NAME ...]: only these optimizers (Keras Adam is always timed).
+    chosen = sys.argv[1:] and ["keras_adam"] + [n for n in sys.argv[1:] if n != "keras_adam"]
+    emit("fit_step_ms", measure(tuple(chosen) if chosen else tuple(OPTIMIZERS)))

@@ -9,8 +9,7 @@ import sys
 import tempfile
 import time
 
-import tensorflow as tf
-
+from benchmarks.timing import PeakMemory
 from l2o_tf.meta import MetaTrainConfig, MetaTrainer
 
 
@@ -44,16 +43,14 @@ class MetaStepTimer:
 
 def time_meta_steps(steps=10, warmup=2, jit_compile=False, **config):
     """Seconds per meta step after ``warmup`` traced steps, and the peak CPU allocator memory of the
-    timed steps over what was allocated before them (bytes, ``tf.config.experimental.get_memory_info``)."""
+    timed steps over what was in use before them (bytes, :class:`benchmarks.timing.PeakMemory`)."""
     timer = MetaStepTimer(warmup, jit_compile, **config)
     try:
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        seconds = timer.seconds_per_step(steps)
-        peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+        with PeakMemory() as memory:
+            seconds = timer.seconds_per_step(steps)
     finally:
         timer.close()
-    return seconds, peak
+    return seconds, memory.bytes
 
 
 def warm_up():

@@ -2,11 +2,12 @@ r"""Run every benchmark and merge their JSON: python -m benchmarks.run_all --out
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 from absl import app, flags
+
+from benchmarks.timing import machine
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Where to write the merged JSON.")
@@ -45,28 +46,12 @@ def ratios(merged):
     return out
 
 
-def machine():
-    """What the figures were measured on: the CPU's model, cores and vector extensions."""
-    description = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                   "python": platform.python_version()}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
-    except OSError:
-        return description
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    description["cpu_model"] = fields.get("model name", "")
-    flags = fields.get("flags", "").split()
-    description["vector_extensions"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags]
-    return description
-
-
 def main(argv):
     merged = {}
     if FLAGS.only and FLAGS.output and os.path.exists(FLAGS.output):
         with open(FLAGS.output) as f:
             merged = json.load(f)
-    merged["machine"] = machine()
+    merged["machine"] = machine()  # each benchmark's line records it too
     for name in FLAGS.only or BENCHMARKS:
         result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], capture_output=True, text=True,
                                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

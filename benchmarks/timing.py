@@ -1,8 +1,13 @@
-"""Shared timing helper: warm up, then the median of repeated runs."""
+"""Shared timing helpers: warm up, then the median of repeated runs; what the figures ran on."""
 
 import json
+import os
+import platform
 import statistics
 import time
+
+# The vector extensions that decide a CPU kernel's speed; every figure records which of them the CPU has.
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
 
 
 def wall_times(fn, repeats=5, warmup=1):
@@ -33,6 +38,60 @@ def finish(outputs):
     return [tf.reshape(t, [-1])[:1].numpy() for t in tf.nest.flatten(outputs)]
 
 
+def machine():
+    """What the figures were measured on: CPU model, cores, vector extensions, TensorFlow / Keras versions."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    description = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                   "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
+    except OSError:
+        return description
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    description["cpu_model"] = fields.get("model name", "")
+    flags = fields.get("flags", "").split()
+    description["vector_extensions"] = [f for f in VECTOR_EXTENSIONS if f in flags]
+    return description
+
+
+class PeakMemory:
+    """Peak memory of a block, over what was in use when it began (bytes).
+
+    TensorFlow's CPU allocator statistics where this TensorFlow can reset them; else (some
+    builds raise ``ValueError: Cannot reset memory stats for device 'CPU:0'``) the process's
+    peak resident set, reset through ``/proc/self/clear_refs``.  ``source`` says which.
+    """
+
+    def __enter__(self):
+        import tensorflow as tf  # noqa: PLC0415
+
+        try:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+            self.source = "tensorflow CPU allocator"
+            self._read = lambda: tf.config.experimental.get_memory_info("CPU:0")
+        except ValueError:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets the peak resident set (VmHWM) to the current one
+            self.source = "process peak resident set"
+            self._read = _resident_set
+        self._before = self._read()["current"]
+        return self
+
+    def __exit__(self, *exc):
+        self.bytes = self._read()["peak"] - self._before
+        return False
+
+
+def _resident_set():
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    kib = lambda key: int(fields[key].split()[0]) * 1024  # noqa: E731
+    return {"current": kib("VmRSS"), "peak": kib("VmHWM")}
+
+
 def emit(name, result):
-    """Print one JSON object ``{name: result}`` (what run_all collects)."""
-    print(json.dumps({name: result}))
+    """Print one JSON object ``{name: result, "machine": machine()}`` (what run_all collects)."""
+    print(json.dumps({name: result, "machine": machine()}))

@@ -9,7 +9,8 @@ same for every rule (``S`` = the rule's per-coordinate state width):
   the new parameters are ``params + updates`` and ``iteration`` counts the
   updates already applied (0 for the first).
 
-``assets/l2o_tf_export.json`` records the rule config, ``S``, the nominal step, the l2o_tf
+``assets/l2o_tf_export.json`` records the rule config, ``S``, the nominal step, the layout of
+the coordinates for layout-aware rules (their ``step`` takes exactly those), the l2o_tf
 version and the export format version.  :func:`load_saved_model` wraps an
 export as a ``LearnedOptimizer`` that runs the exported functions.
 """
@@ -22,7 +23,8 @@ import tensorflow as tf
 
 from l2o_tf import __version__
 from l2o_tf.optimizer import LearnedOptimizer
-from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.base import UpdateRule, apply_rule
+from l2o_tf.rules.layout import Layout
 
 FORMAT_VERSION = 1
 METADATA = "l2o_tf_export.json"
@@ -33,7 +35,7 @@ class ExportError(ValueError):
 
 
 class _RuleModule(tf.Module):
-    def __init__(self, rule):
+    def __init__(self, rule, layout):
         super().__init__(name="l2o_tf_rule")
         # Keras 3 variables are not tracked through a tf.Module attribute holding the layer:
         # track the underlying tf.Variables so that the SavedModel stores them.
@@ -58,28 +60,44 @@ class _RuleModule(tf.Module):
                 tf.debugging.assert_equal(tf.shape(grads)[0], n, message="step: grads and params must have the same length"),
                 tf.debugging.assert_equal(tf.shape(state)[0], n, message="step: state must have one row per coordinate of params"),
             ]
+            if layout is not None:
+                checks.append(tf.debugging.assert_equal(
+                    n, layout.num_coordinates, message="step: params must have as many coordinates as the layout of the export"))
             with tf.control_dependencies(checks):
-                updates, new_state = rule(grads, params, state, iteration)
+                updates, new_state = apply_rule(rule, grads, params, state, iteration, layout)
             return {"updates": updates, "state": new_state}
 
         self.init_state = init_state
         self.step = step
 
 
-def export_saved_model(optimizer, path):
-    """Write ``optimizer`` (a ``LearnedOptimizer`` or an ``UpdateRule``) as a SavedModel at ``path``."""
+def export_saved_model(optimizer, path, layout=None):
+    """Write ``optimizer`` (a ``LearnedOptimizer`` or an ``UpdateRule``) as a SavedModel at ``path``.
+
+    ``layout``: for a layout-aware rule (``AdafacMLP``), the tensors whose flattened, concatenated
+    coordinates ``step`` will receive (a model's ``trainable_variables``, their shapes, or a
+    :class:`~l2o_tf.rules.layout.Layout`); the export is then for those shapes, recorded in
+    its metadata.  Other rules ignore it.
+    """
     rule = optimizer.rule if isinstance(optimizer, LearnedOptimizer) else optimizer
     if not isinstance(rule, UpdateRule):
         raise TypeError(f"export_saved_model needs a LearnedOptimizer or an UpdateRule, got {type(optimizer).__name__}.")
     if isinstance(rule, SavedModelRule):
         raise TypeError("this optimizer already runs an export; copy its directory instead of re-exporting it.")
-    module = _RuleModule(rule)
+    if rule.LAYOUT_AWARE and layout is None:
+        raise ValueError(f"{type(rule).__name__} computes per-tensor statistics: export it with the layout of the "
+                         "coordinates it will update, e.g. export_saved_model(rule, path, layout=model.trainable_variables).")
+    if layout is not None and not isinstance(layout, Layout):
+        layout = Layout(tuple(tuple(getattr(t, "shape", t)) for t in layout))
+    layout = layout if rule.LAYOUT_AWARE else None
+    module = _RuleModule(rule, layout)
     tf.saved_model.save(module, path, signatures={"init_state": module.init_state, "step": module.step})
     metadata = {
         "format_version": FORMAT_VERSION,
         "l2o_tf_version": __version__,
         "state_size": int(rule.state_size),
         "nominal_step": rule.nominal_step,
+        "layout": None if layout is None else layout.to_json(),
         "rule": keras.saving.serialize_keras_object(rule),
     }
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)

@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from l2o_tf import kernels
-from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.base import UpdateRule, apply_rule
+from l2o_tf.rules.layout import Layout
 
 _SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -142,12 +143,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             return self._fused_state.value[self._offsets[index] : self._offsets[index + 1]]
         return self._rule_states[index]
 
-    def _rule_step(self, flat_grads, flat_params, state, learning_rate):
-        """Apply the rule to flat float32 vectors; returns (scaled updates, new state)."""
+    def _rule_step(self, flat_grads, flat_params, state, learning_rate, layout):
+        """Apply the rule to flat float32 vectors laid out as ``layout``; returns (scaled updates, new state)."""
         # Nothing differentiates an optimizer's apply step: rules run their whole-step kernel.
         with kernels.native(self.native_kernel, whole_rule=True):
-            updates, new_state = self._apply_rule(flat_grads, flat_params, state,
-                                                  tf.convert_to_tensor(self.iterations))
+            updates, new_state = apply_rule(self.rule, flat_grads, flat_params, state,
+                                            tf.convert_to_tensor(self.iterations), layout, call=self._apply_rule)
         updates = tf.cast(learning_rate, tf.float32) * updates
         if self.skip_nonfinite:
             finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(updates)), tf.reduce_all(tf.math.is_finite(new_state)))
@@ -159,7 +160,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         state = self.rule_state(variable)
         updates, new_state = self._rule_step(
-            _flat(gradient), _flat(variable), state.value, learning_rate
+            _flat(gradient), _flat(variable), state.value, learning_rate, Layout.of([variable])
         )
         self.assign_add(variable, tf.reshape(updates, variable.shape))
         self.assign(state, new_state)
@@ -179,6 +180,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             tf.concat([_flat(v) for v in trainable_variables], axis=0),
             state,
             learning_rate,
+            Layout.of(trainable_variables),
         )
         if every_variable:
             self.assign(self._fused_state, new_state)

@@ -34,11 +34,6 @@ def random_rule_state(rule, n, seed):
 
 def stateless_unroll(rule, weights, task, params, state, config):
     """The unroll with the rule's weights given as tensors (``Layer.stateless_call``): a function of them to check."""
-    from l2o_tf.meta import unroll as unroll_lib  # noqa: PLC0415
+    from l2o_tf.meta import adaptation  # noqa: PLC0415
 
-    class _Bound:
-        def __call__(self, *args):
-            out, _ = rule.stateless_call(weights, [], *args)
-            return out
-
-    return unroll_lib.unroll(task, _Bound(), params, state, 0, 0, config)
+    return adaptation.unroll_with_weights(rule, weights, task, (params, state), 0, config)

@@ -25,9 +25,10 @@ class _WithWeights:
 
     def __init__(self, rule, weights):
         self.rule, self.weights = rule, list(weights)
+        self.LAYOUT_AWARE = rule.LAYOUT_AWARE
 
-    def __call__(self, grads, params, state, step):
-        (updates, new_state), _ = self.rule.stateless_call(self.weights, [], grads, params, state, step)
+    def __call__(self, grads, params, state, step, **layout):
+        (updates, new_state), _ = self.rule.stateless_call(self.weights, [], grads, params, state, step, **layout)
         return updates, new_state
 
 

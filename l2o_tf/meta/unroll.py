@@ -13,6 +13,8 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from l2o_tf import seeds
+from l2o_tf.rules.base import apply_rule
+from l2o_tf.rules.layout import Layout
 
 
 def flatten(tensors):
@@ -44,7 +46,7 @@ def optimizee_step(task, rule, params, state, batch, step, second_order=False, t
         grads = [tf.stop_gradient(g) for g in grads]
     flat_params, flat_grads = flatten(params), flatten(grads)
     step = tf.cast(step, tf.int64)
-    updates, new_state = rule(flat_grads, flat_params, state, step)
+    updates, new_state = apply_rule(rule, flat_grads, flat_params, state, step, Layout.of(params))
     new_params = unflatten(flat_params + updates, params)
     if teacher is None:
         return loss, new_params, new_state

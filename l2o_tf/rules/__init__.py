@@ -1,11 +1,12 @@
-"""Update rules: learned (DM-LSTM, RNNprop) and hand-designed (Adam, SGD), one API."""
+"""Update rules: learned (DM-LSTM, RNNprop, AdafacMLP, Hierarchical) and hand-designed (Adam, SGD), one API."""
 
+from l2o_tf.rules.adafac_mlp import AdafacMLP, Hierarchical
 from l2o_tf.rules.base import UpdateRule
 from l2o_tf.rules.baselines import SGD, Adam
 from l2o_tf.rules.dm_lstm import DMLSTM, log_and_sign
 from l2o_tf.rules.rnnprop import RNNprop
 
-_BY_NAME = {"dmlstm": DMLSTM, "rnnprop": RNNprop, "adam": Adam, "sgd": SGD}
+_BY_NAME = {"dmlstm": DMLSTM, "rnnprop": RNNprop, "adafacmlp": AdafacMLP, "hierarchical": Hierarchical, "adam": Adam, "sgd": SGD}
 
 
 def names():
@@ -14,11 +15,11 @@ def names():
 
 
 def get(name, **kwargs):
-    """Build a rule by name (``dmlstm``, ``rnnprop``, ``adam``, ``sgd``)."""
+    """Build a rule by name (``dmlstm``, ``rnnprop``, ``adafac_mlp``, ``hierarchical``, ``adam``, ``sgd``)."""
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in _BY_NAME:
         raise ValueError(f"Unknown rule {name!r}; known rules: {', '.join(names())}.")
     return _BY_NAME[key](**kwargs)
 
 
-__all__ = ["UpdateRule", "DMLSTM", "RNNprop", "Adam", "SGD", "log_and_sign", "get", "names"]
+__all__ = ["UpdateRule", "AdafacMLP", "Hierarchical", "DMLSTM", "RNNprop", "Adam", "SGD", "log_and_sign", "get", "names"]

@@ -34,6 +34,8 @@ class UpdateRule(keras.layers.Layer):
     SEEDED = True
     # The attribute holding the rule's typical step size (see ``nominal_step``).
     NOMINAL_STEP_FIELD = "output_scale"
+    # Whether ``call`` takes ``layout=`` (an ``l2o_tf.rules.layout.Layout``) to compute per-tensor statistics.
+    LAYOUT_AWARE = False
 
     def __init__(self, seed=0, name=None, **kwargs):
         # Rules always compute in float32: under a mixed-precision policy the
@@ -76,6 +78,18 @@ class UpdateRule(keras.layers.Layer):
             config["seed"] = self.seed
         config.update({field: getattr(self, field) for field in self.CONFIG_FIELDS})
         return config
+
+
+def apply_rule(rule, grads, params, state, step, layout, call=None):
+    """``rule``'s step, given the layout of the coordinates if it asks for one (``LAYOUT_AWARE``).
+
+    How every caller runs a rule: ``LearnedOptimizer``, the unroll and the export.  ``call``:
+    what runs the step if not ``rule`` itself (its XLA-compiled ``tf.function``).
+    """
+    call = call or rule
+    if getattr(rule, "LAYOUT_AWARE", False):
+        return call(grads, params, state, step, layout=layout)
+    return call(grads, params, state, step)
 
 
 def step_count(step):

@@ -1,0 +1,197 @@
+"""AdafacMLP: a tiny per-parameter MLP over Adam- and Adafactor-style features (Metz et al. 2022,
+learned_optimization's ``AdafacMLPLOpt``), the kind of learned optimizer that transfers across tasks.
+
+Per coordinate, with momentum decays ``b_m`` (default 0.9, 0.99, 0.999), an RMS decay ``b_r``
+(0.999) and Adafactor decays ``b_f`` (0.9, 0.99, 0.999), the features are
+
+    g, p, m_k, rms, m_k / sqrt(rms), 1 / sqrt(rms),
+    Adafactor's g / sqrt(v_hat_k), its row and column accumulators r_k, c_k, their 1 / sqrt,
+    and m_k / sqrt(r_k / mean(r_k) * c_k)  (momentum k with Adafactor factor k: as many of each)
+
+where ``r_k`` and ``c_k`` are running means of ``g^2`` over each tensor's last dimension
+(rows) and second-to-last (columns) and ``v_hat = r c / mean(r)`` (tensors of rank < 2 use a
+plain running ``g^2`` for both, as RMSProp).  Each feature is normalised by its root mean
+square over the coordinate's tensor (per tensor, so ``fit``'s per-variable and fused steps
+agree); then ``tanh`` embeddings of the step count at timescales 1 ... 100,000 are appended.
+Those need no total number of steps: the step count is all they use.  A ReLU MLP maps the
+features to a direction ``d`` and a log-magnitude ``s``; the update is
+``-d * exp(exp_mult * s) * step_mult``.
+
+State per coordinate: ``[m_1..m_M, rms, r_1..r_F, c_1..c_F]``.  Row and column accumulators
+are stored with every coordinate of their row / column (each holds the same value), so the
+state stays one ``[n, S]`` array like every rule's.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from l2o_tf import seeds
+from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.layout import Layout
+
+TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
+
+
+def step_embedding(step):
+    """``tanh(t / timescale) - 1`` at every timescale (a training-progress feature without a horizon): ``[len(TIMESCALES)]``."""
+    t = tf.cast(step, tf.float32)
+    return tf.tanh(t / tf.constant(TIMESCALES, tf.float32)) - 1.0
+
+
+@keras.saving.register_keras_serializable(package="l2o_tf")
+class AdafacMLP(UpdateRule):
+    """The per-parameter MLP learned optimizer; see the module docstring for its features."""
+
+    CONFIG_FIELDS = ("hidden_size", "hidden_layers", "momentum_decays", "rms_decay", "adafactor_decays",
+                     "exp_mult", "step_mult")
+    NOMINAL_STEP_FIELD = "step_mult"
+    LAYOUT_AWARE = True
+
+    def __init__(self, hidden_size=4, hidden_layers=2, momentum_decays=(0.9, 0.99, 0.999), rms_decay=0.999,
+                 adafactor_decays=(0.9, 0.99, 0.999), exp_mult=1e-3, step_mult=1e-3, seed=0, name=None, **kwargs):
+        decays = list(momentum_decays) + [rms_decay] + list(adafactor_decays)
+        if hidden_size < 1 or hidden_layers < 0:
+            raise ValueError(f"AdafacMLP needs hidden_size >= 1 and hidden_layers >= 0, got {hidden_size}, {hidden_layers}.")
+        if not momentum_decays or not adafactor_decays or not all(0.0 <= d < 1.0 for d in decays):
+            raise ValueError(f"AdafacMLP needs at least one momentum and one Adafactor decay, all in [0, 1), got "
+                             f"momentum {list(momentum_decays)}, rms {rms_decay}, adafactor {list(adafactor_decays)}.")
+        if len(momentum_decays) != len(adafactor_decays):
+            raise ValueError(f"AdafacMLP needs as many momentum decays as Adafactor decays (feature k is m_k times "
+                             f"Adafactor factor k), got {list(momentum_decays)} and {list(adafactor_decays)}.")
+        if step_mult <= 0:
+            raise ValueError(f"AdafacMLP needs step_mult > 0, got {step_mult}.")
+        self.hidden_size, self.hidden_layers = int(hidden_size), int(hidden_layers)
+        self.momentum_decays = tuple(float(d) for d in momentum_decays)
+        self.rms_decay = float(rms_decay)
+        self.adafactor_decays = tuple(float(d) for d in adafactor_decays)
+        self.exp_mult, self.step_mult = float(exp_mult), float(step_mult)
+        super().__init__(seed=seed, name=name, **kwargs)
+
+    @property
+    def num_features(self):
+        """Normalised features per coordinate (the step embedding comes on top)."""
+        m = len(self.momentum_decays)  # as many as Adafactor decays
+        return 2 + m + 1 + m + 1 + 6 * m
+
+    @property
+    def state_size(self):
+        return len(self.momentum_decays) + 1 + 2 * len(self.adafactor_decays)
+
+    def create_weights(self):
+        self.kernels, self.biases = self._dense_stack(
+            [self.num_features + len(TIMESCALES) + self.context_size] + [self.hidden_size] * self.hidden_layers + [2], 0)
+
+    @property
+    def context_size(self):
+        """Inputs per coordinate beyond its own features and the step embedding (a subclass's context)."""
+        return 0
+
+    def _dense_stack(self, sizes, first_index):
+        """Kernels (truncated normal, stddev 1 / sqrt(fan_in)) and zero biases of an MLP with these sizes."""
+        kernels, biases = [], []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            init = keras.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in),
+                                                      seed=seeds.rule_weight(self.seed, first_index + i))
+            kernels.append(self.add_weight(name=f"kernel_{first_index + i}", shape=(fan_in, fan_out), initializer=init))
+            biases.append(self.add_weight(name=f"bias_{first_index + i}", shape=(fan_out,), initializer="zeros"))
+        return kernels, biases
+
+    def call(self, grads, params, state, step, layout=None):
+        if layout is None:  # a bare vector of coordinates: one 1-D tensor
+            if grads.shape[0] is None:
+                raise ValueError(f"{type(self).__name__} needs the layout of its coordinates (or a static number of them).")
+            layout = Layout.flat(grads.shape[0])
+        features, new_state = self.features(grads, params, state, layout)
+        embedding = tf.broadcast_to(step_embedding(step), [tf.shape(features)[0], len(TIMESCALES)])
+        context, context_state = self.context(features, state[:, new_state.shape[1]:], layout)
+        net = tf.concat([features, embedding, context], axis=1)
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            net = tf.matmul(net, kernel) + bias
+            if i < len(self.kernels) - 1:
+                net = tf.nn.relu(net)
+        direction, magnitude = net[:, 0], net[:, 1]
+        updates = -direction * tf.exp(self.exp_mult * magnitude) * self.step_mult
+        return updates, tf.concat([new_state, context_state], axis=1)
+
+    def context(self, features, context_state, layout):
+        """A subclass's extra inputs and their new state; none here."""
+        return features[:, :0], context_state
+
+    def features(self, grads, params, state, layout):
+        """The per-tensor normalised features ``[n, num_features]`` and the new moment state."""
+        m_count, f_count = len(self.momentum_decays), len(self.adafactor_decays)
+        m_prev, rms_prev = state[:, :m_count], state[:, m_count]
+        rows_prev = state[:, m_count + 1:m_count + 1 + f_count]
+        cols_prev = state[:, m_count + 1 + f_count:m_count + 1 + 2 * f_count]
+
+        g = grads[:, None]
+        m_decays = tf.constant(self.momentum_decays, tf.float32)
+        f_decays = tf.constant(self.adafactor_decays, tf.float32)
+        m = m_decays * m_prev + (1.0 - m_decays) * g
+        rms = self.rms_decay * rms_prev + (1.0 - self.rms_decay) * tf.square(grads)
+        g2 = tf.square(g) + 1e-30
+        row_means, col_means = layout.factored_means(g2)
+        rows = f_decays * rows_prev + (1.0 - f_decays) * row_means
+        cols = f_decays * cols_prev + (1.0 - f_decays) * col_means
+        factored = layout.factored()[:, None]
+        row_scale = rows / (layout.tensor_mean(rows) + 1e-30)  # r / mean(r): Adafactor's normalised row factor
+        v_hat = tf.where(factored, row_scale * cols, rows)
+        fac_g = g * tf.math.rsqrt(v_hat + 1e-30)
+        rsqrt_rms = tf.math.rsqrt(rms[:, None] + 1e-6)
+        fac_mom = m * tf.where(factored, tf.math.rsqrt(row_scale + 1e-9) * tf.math.rsqrt(cols + 1e-9),
+                               tf.math.rsqrt(rows + 1e-6))
+        features = tf.concat([
+            g, params[:, None], m, rms[:, None], m * rsqrt_rms, rsqrt_rms, fac_g,
+            rows, cols, tf.math.rsqrt(rows + 1e-8), tf.math.rsqrt(cols + 1e-8), fac_mom,
+        ], axis=1)
+        features = features * tf.math.rsqrt(layout.tensor_mean(tf.square(features)) + 1e-5)
+        return features, tf.concat([m, rms[:, None], rows, cols], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="l2o_tf")
+class Hierarchical(AdafacMLP):
+    """AdafacMLP with a per-tensor recurrent context (L2O-Scale, Wichrowska et al. 2017; learned_optimization's
+    RNN-MLP): a GRU per tensor reads the tensor's mean features every step, and its hidden state joins each
+    of the tensor's coordinates' inputs to the MLP, so that the step of a coordinate can depend on how its
+    whole tensor has been training.
+
+    State per coordinate: AdafacMLP's, then the tensor's GRU state (``context_size`` columns, the same
+    for every coordinate of a tensor).
+    """
+
+    CONFIG_FIELDS = AdafacMLP.CONFIG_FIELDS + ("context_hidden",)
+
+    def __init__(self, context_hidden=8, hidden_size=8, **kwargs):
+        if context_hidden < 1:
+            raise ValueError(f"Hierarchical needs context_hidden >= 1, got {context_hidden}.")
+        self.context_hidden = int(context_hidden)
+        super().__init__(hidden_size=hidden_size, **kwargs)
+
+    @property
+    def context_size(self):
+        return self.context_hidden
+
+    @property
+    def state_size(self):
+        return super().state_size + self.context_hidden
+
+    def create_weights(self):
+        super().create_weights()
+        first = self.hidden_layers + 1  # seeds after the MLP's
+        inputs, hidden = 2 * self.num_features, self.context_hidden
+        (self.gru_input_kernel,), (self.gru_input_bias,) = self._dense_stack([inputs, 3 * hidden], first)
+        (self.gru_recurrent_kernel,), (self.gru_recurrent_bias,) = self._dense_stack([hidden, 3 * hidden], first + 1)
+
+    def context(self, features, context_state, layout):
+        """One GRU step per tensor (Keras's ``reset_after`` form) on the tensor's mean and mean absolute features."""
+        x = layout.first_of_each(tf.concat([layout.tensor_mean(features), layout.tensor_mean(tf.abs(features))], axis=1))
+        h = layout.first_of_each(context_state)
+        x_proj = tf.matmul(x, self.gru_input_kernel) + self.gru_input_bias
+        h_proj = tf.matmul(h, self.gru_recurrent_kernel) + self.gru_recurrent_bias
+        x_z, x_r, x_n = tf.split(x_proj, 3, axis=1)
+        h_z, h_r, h_n = tf.split(h_proj, 3, axis=1)
+        z, r = tf.sigmoid(x_z + h_z), tf.sigmoid(x_r + h_r)
+        h_new = (1.0 - z) * tf.tanh(x_n + r * h_n) + z * h
+        per_coordinate = layout.broadcast(h_new)
+        return per_coordinate, per_coordinate

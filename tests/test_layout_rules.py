@@ -1,0 +1,206 @@
+"""Rules that see tensor structure: the Layout, and AdafacMLP and Hierarchical through fit (per-variable
+and fused), the unroll and the export, with finite-difference-checked meta-gradients and exact config
+round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import l2o_tf
+from l2o_tf import rules, tasks
+from l2o_tf.export import load_saved_model, export_saved_model
+from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
+from l2o_tf.meta import unroll as unroll_lib
+from l2o_tf.rules.layout import Layout
+from numerics import directional_fd_check, random_rule_state, stateless_unroll
+
+SHAPES = ((3, 4), (5,), (2, 3, 4), ())
+RULES = {"adafac_mlp": rules.AdafacMLP, "hierarchical": rules.Hierarchical}
+
+
+@pytest.fixture(params=sorted(RULES))
+def rule_cls(request):
+    return RULES[request.param]
+
+
+def _values(shapes, seed):
+    gen = np.random.default_rng(seed)
+    return [gen.normal(size=s).astype("float32") for s in shapes]
+
+
+def test_layout_means_match_numpy():
+    layout = Layout(SHAPES)
+    assert layout.shapes[-1] == (1,) and layout.num_coordinates == 12 + 5 + 24 + 1
+    parts = _values(layout.shapes, 0)
+    x = np.concatenate([p.reshape(-1) for p in parts])[:, None] * np.array([[1.0, -2.0]], "float32")
+    means = layout.tensor_mean(tf.constant(x)).numpy()
+    rows, cols = (t.numpy() for t in layout.factored_means(tf.constant(x)))
+    start = 0
+    for shape, part in zip(layout.shapes, parts):
+        size = part.size
+        np.testing.assert_allclose(means[start:start + size, 0], part.mean(), rtol=1e-5, atol=1e-6)
+        if len(shape) >= 2:
+            grid = part.reshape(shape)
+            np.testing.assert_allclose(rows[start:start + size, 0],
+                                       np.broadcast_to(grid.mean(-1, keepdims=True), shape).reshape(-1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(cols[start:start + size, 1],
+                                       -2 * np.broadcast_to(grid.mean(-2, keepdims=True), shape).reshape(-1), rtol=1e-5, atol=1e-6)
+        else:  # no factorisation: the values themselves
+            np.testing.assert_array_equal(rows[start:start + size], x[start:start + size])
+        start += size
+    assert layout.factored().numpy().tolist() == [True] * 12 + [False] * 5 + [True] * 24 + [False]
+
+
+def _fit(rule_cls, fused, steps=4, jit_compile=False):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="tanh"),
+                              keras.layers.Flatten(), keras.layers.Dense(4)])
+    optimizer = l2o_tf.LearnedOptimizer(rule_cls(seed=1, step_mult=0.01), fused=fused, jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    gen = np.random.default_rng(0)
+    x, y = gen.normal(size=(8 * steps, 6, 6, 1)).astype("float32"), gen.integers(0, 4, 8 * steps)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return [w.numpy() for w in model.trainable_weights]
+
+
+def test_fused_equals_per_variable_in_fit(rule_cls):
+    per_variable, fused = _fit(rule_cls, False), _fit(rule_cls, True)
+    for a, b in zip(per_variable, fused):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    keras.utils.set_random_seed(0)
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(per_variable, _initial_weights()))  # it moved
+
+
+def test_xla_compiled_step_equals_the_plain_one(rule_cls):
+    """The per-tensor statistics compile with XLA (no sorted-segment ops)."""
+    for a, b in zip(_fit(rule_cls, True), _fit(rule_cls, True, jit_compile=True)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _initial_weights():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="tanh"),
+                              keras.layers.Flatten(), keras.layers.Dense(4)])
+    return [w.numpy() for w in model.trainable_weights]
+
+
+class GivenGradients(tasks.Task):
+    """loss = sum_i <params_i, g_t,i>: its gradient at step t is exactly the given g_t (a list of tensors)."""
+
+    def __init__(self, grads):
+        self.grads = [tf.constant(np.stack(g)) for g in zip(*grads)]
+
+    def init_params(self, seed):
+        return [tf.constant(v) for v in _values(SHAPES, 99)]
+
+    def train_batch(self, seed, step):
+        return [g[step] for g in self.grads]
+
+    def loss(self, params, batch):
+        return tf.add_n([tf.reduce_sum(p * g) for p, g in zip(params, batch)])
+
+
+def test_keras_unroll_and_export_give_the_same_updates(rule_cls, tmp_path):
+    rule = rule_cls(seed=3, step_mult=0.01)
+    steps = 5
+    grads = [_values(SHAPES, 10 + t) for t in range(steps)]
+    task = GivenGradients(grads)
+    params = task.init_params(0)
+    layout = Layout.of(params)
+
+    state = rule.initial_state(layout.num_coordinates)
+    unrolled, _, _ = unroll_lib.run(task, rule, params, state, tf.constant(0, tf.int64), 0, tf.constant(steps))
+    unrolled = [p.numpy() for p in unrolled]
+
+    variables = [tf.Variable(p) for p in params]
+    optimizer = l2o_tf.LearnedOptimizer(rule, fused=True)
+    for g in grads:
+        optimizer.apply_gradients(zip([tf.constant(x) for x in g], variables))
+    for a, b in zip(unrolled, variables):
+        np.testing.assert_allclose(a, b.numpy().reshape(a.shape), atol=1e-6)
+
+    loaded = tf.saved_model.load(export_saved_model(rule, str(tmp_path / "e"), layout=params))
+    flat = unroll_lib.flatten(params)
+    served_state = loaded.init_state(flat)["state"]
+    for t, g in enumerate(grads):
+        out = loaded.step(unroll_lib.flatten([tf.constant(x) for x in g]), flat, served_state, tf.constant(t, tf.int64))
+        flat, served_state = flat + out["updates"], out["state"]
+    np.testing.assert_allclose(flat.numpy(), unroll_lib.flatten(unrolled).numpy(), atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="as many coordinates as the layout of the export"):
+        loaded.step(tf.zeros([5]), tf.zeros([5]), tf.zeros([5, rule.state_size]), tf.constant(0, tf.int64))
+    assert load_saved_model(str(tmp_path / "e")).rule.metadata["layout"] == layout.to_json()
+
+
+def test_export_without_a_layout_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="export it with the layout"):
+        export_saved_model(rules.AdafacMLP(), str(tmp_path / "e"))
+
+
+def test_meta_gradient_matches_finite_differences(rule_cls):
+    rule = rule_cls(seed=2, hidden_size=6, step_mult=0.05, exp_mult=0.3)
+    task = tasks.get("quadratic", batch_size=4, dim=5)
+    params = task.init_params(0)
+    state = random_rule_state(rule, sum(p.shape.num_elements() for p in params), 1)
+    state = tf.abs(state)  # accumulators of squares are >= 0
+
+    def meta_loss(weights):
+        return stateless_unroll(rule, weights, task, params, state, UnrollConfig(4)).meta_loss
+
+    directional_fd_check(meta_loss, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-5)
+
+
+def test_config_round_trips_exactly(rule_cls):
+    rule = rule_cls(hidden_size=5, hidden_layers=1, momentum_decays=(0.5, 0.9), adafactor_decays=(0.9, 0.99), seed=4)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
+    assert clone.get_config() == rule.get_config() and clone.state_size == rule.state_size
+    assert rule.state_size == 2 + 1 + 4 + rule.context_size
+    for a, b in zip(rule.weights, clone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    optimizer = l2o_tf.LearnedOptimizer(rule)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    v, w = tf.Variable(_values([(3, 4)], 0)[0]), tf.Variable(_values([(3, 4)], 0)[0])
+    for g in _values([(3, 4)] * 3, 1):
+        optimizer.apply_gradients([(tf.constant(g), v)])
+        again.apply_gradients([(tf.constant(g), w)])
+    np.testing.assert_array_equal(v.numpy(), w.numpy())
+
+
+def test_needs_no_horizon_and_starts_finite():
+    """The step features use the step count alone: no total number of steps is passed anywhere."""
+    rule = rules.AdafacMLP(seed=0)
+    for step in (0, 7, 10**6):
+        updates, state = rule(tf.constant([0.0, 1e-3, -2.0]), tf.zeros([3]), rule.initial_state(3), tf.constant(step, tf.int64))
+        assert np.all(np.isfinite(updates.numpy())) and np.all(np.isfinite(state.numpy()))
+    assert rule.nominal_step == 1e-3
+
+
+def test_hierarchical_context_is_one_state_per_tensor_and_changes_the_step():
+    """The GRU state is the same for every coordinate of a tensor, differs between tensors, and feeds the MLP."""
+    rule = rules.Hierarchical(seed=5, step_mult=0.01)
+    layout = Layout(((3, 4), (6,)))
+    grads, params = (tf.constant(v) for v in (_values([(18,)], 0)[0], _values([(18,)], 1)[0]))
+    updates, state = rule(grads, params, rule.initial_state(18), tf.constant(0, tf.int64), layout=layout)
+    context = state.numpy()[:, -rule.context_size:]
+    assert np.all(context[:12] == context[0]) and np.all(context[12:] == context[12])
+    assert np.abs(context[0] - context[12]).max() > 1e-4
+    other_context = tf.concat([state[:, :-rule.context_size], tf.zeros_like(state[:, -rule.context_size:])], axis=1)
+    again, _ = rule(grads, params, other_context, tf.constant(1, tf.int64), layout=layout)
+    with_context, _ = rule(grads, params, state, tf.constant(1, tf.int64), layout=layout)
+    assert np.abs(again.numpy() - with_context.numpy()).max() > 0
+    with pytest.raises(ValueError, match="at least one momentum"):
+        rules.AdafacMLP(momentum_decays=(), adafactor_decays=())
+    with pytest.raises(ValueError, match="as many momentum decays as Adafactor decays"):
+        rules.AdafacMLP(momentum_decays=(0.9,))
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_meta_training(name, tmp_path):
+    config = MetaTrainConfig.from_flat(task="quadratic", task_kwargs={"batch_size": 4, "dim": 5}, rule=name,
+                                       rule_kwargs={"step_mult": 0.05}, unroll=5, curriculum=(10,), meta_steps=4,
+                                       meta_lr=1e-2, validate_every=1000, checkpoint_every=1000)
+    trainer = MetaTrainer(config, str(tmp_path))
+    before = [w.numpy().copy() for w in trainer.rule.weights]
+    trainer.train(verbose=0)
+    assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, trainer.rule.weights))
+    assert isinstance(l2o_tf.pretrained.load_rule(str(tmp_path)), RULES[name])
