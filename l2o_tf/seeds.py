@@ -47,3 +47,13 @@ def sgld_noise(seed, step, tensor_index):
 def adaptation_round(seed, round_index):
     """The first adaptation optimizee of ``AdaptOnFit``'s ``round_index``-th adaptation."""
     return int(seed) + 1000 * int(round_index)
+
+
+def estimator_noise(run_seed, meta_step):
+    """The int seed of meta step ``meta_step``'s ES/PES perturbations in run ``run_seed``."""
+    return int(run_seed) * 1_000_003 + 7 * int(meta_step) + 5
+
+
+def perturbation(noise_seed, pair):
+    """Stateless seed of the ``pair``-th antithetic pair's perturbation of the rule weights (tensors ok)."""
+    return tf.stack([tf.cast(noise_seed, tf.int64), tf.cast(pair, tf.int64)])

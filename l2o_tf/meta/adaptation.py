@@ -20,7 +20,7 @@ from l2o_tf.rules import baselines
 from l2o_tf.optimizer import LearnedOptimizer
 
 
-class _WithWeights:
+class WithWeights:
     """The rule called with explicit weight tensors (what the unroll calls as ``rule``)."""
 
     def __init__(self, rule, weights):
@@ -38,15 +38,16 @@ def fresh_optimizee(rule, task, seed):
     return params, rule.initial_state(sum(p.shape.num_elements() for p in params))
 
 
-def unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step=0):
+def unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None):
     """One unroll from ``start = (params, state)`` of optimizee ``seed`` at ``start_step``, rule weights ``weights``."""
     params, state = start
-    return unroll_lib.unroll(task, _WithWeights(rule, weights), params, state, seed, start_step, unroll_config)
+    return unroll_lib.unroll(task, WithWeights(rule, weights), params, state, seed, start_step, unroll_config,
+                             loss_scale=loss_scale)
 
 
-def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step=0):
+def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None):
     """The meta-loss of :func:`unroll_with_weights`."""
-    return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step).meta_loss
+    return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step, loss_scale).meta_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,8 @@ class MAMLConfig:
         return rule(learning_rate=self.inner_lr)
 
 
-def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, start_step=0, return_unroll=False):
+def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, start_step=0, return_unroll=False,
+                       loss_scale=None):
     """``(outer_loss, gradient w.r.t. the rule's weights)`` of one MAML task step.
 
     ``inner`` and ``outer`` are ``(start, seed)`` optimizees of the same task
@@ -86,7 +88,8 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, sta
     :class:`UnrollResult` (adapted weights) comes third, to carry the optimizee on.
     Inner: ``w' = w - inner_lr * grad_w L(w; inner)`` (``inner_steps`` times; or Adam's step).
     Outer: ``L(w'; outer)``.  Second-order differentiates ``w'`` w.r.t. ``w``;
-    first-order treats ``dw'/dw = I``.
+    first-order treats ``dw'/dw = I``.  ``loss_scale``: the optimizee's initial loss
+    (``unroll_config.relative_loss``).
     """
     weights = [w.value for w in rule.trainable_weights]
     inner_rule = maml_config.inner_rule()
@@ -97,14 +100,14 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, sta
         for step in range(maml_config.inner_steps):
             with tf.GradientTape() as inner_tape:
                 inner_tape.watch(adapted)
-                inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config, start_step)
+                inner_loss = unroll_meta_loss(rule, adapted, task, *inner, unroll_config, start_step, loss_scale)
             grads = inner_tape.gradient(inner_loss, adapted)
             if not maml_config.second_order:
                 grads = [tf.stop_gradient(g) for g in grads]
             flat = unroll_lib.flatten(adapted)
             updates, inner_state = inner_rule(unroll_lib.flatten(grads), flat, inner_state, tf.constant(step, tf.int64))
             adapted = unroll_lib.unflatten(flat + updates, adapted)
-        outer = unroll_with_weights(rule, adapted, task, *outer, unroll_config, start_step)
+        outer = unroll_with_weights(rule, adapted, task, *outer, unroll_config, start_step, loss_scale)
     grads = outer_tape.gradient(outer.meta_loss, weights)
     return (outer.meta_loss, grads, outer) if return_unroll else (outer.meta_loss, grads)
 

@@ -10,7 +10,7 @@ files) maps onto the nesting with :meth:`MetaTrainConfig.from_flat`.
 import dataclasses
 import json
 
-from l2o_tf.meta import adaptation, regularizers
+from l2o_tf.meta import adaptation, estimators, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
 
@@ -30,6 +30,8 @@ class UnrollOptions:
     second_order: bool = option(False, "Keep second derivatives through the optimizee gradient.")
     loss_weights: str = option("uniform", "Weights of the losses in the meta-loss.", choices=("uniform", "increasing"))
     log_loss: bool = option(False, "Meta-loss on log f_t: every decade of progress counts (LASSO, quadratics; needs f > 0).")
+    relative_loss: bool = option(False, "Meta-loss on f_t / f_0, the loss relative to the optimizee's initial loss: "
+                                 "tasks whose losses differ by orders of magnitude weigh alike (task families).")
     # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
     recompute: bool = option(False, "Recompute the rule's activations in the backward pass: less memory for long unrolls.")
     # XLA's stateless random ops draw other numbers than TF's kernels for the same seed, so an XLA
@@ -40,7 +42,8 @@ class UnrollOptions:
                                  "CPU kernels (needs a C++ compiler; excludes --jit_compile).")
 
     def unroll_config(self):
-        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss)
+        return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss,
+                                       self.relative_loss)
 
 
 @dataclasses.dataclass
@@ -92,10 +95,21 @@ class ImitationOptions:
 
 
 @dataclasses.dataclass
+class EstimatorOptions:
+    """How the meta-gradient of each truncation is estimated (l2o_tf.meta.estimators)."""
+
+    estimator: str = option("truncated", "Meta-gradient estimator: truncated backprop, pes (persistent ES, unbiased over "
+                            "whole trajectories), es (antithetic ES), maml (M-L2O; --maml_* options).",
+                            choices=estimators.NAMES)
+    es_sigma: float = option(0.01, "es/pes: standard deviation of the perturbation of the rule weights.")
+
+
+@dataclasses.dataclass
 class MAMLOptions:
     """M-L2O: MAML's inner adaptation of the rule weights within each meta step."""
 
-    maml_inner_steps: int = option(0, "M-L2O: inner steps on the rule weights per meta step (0: vanilla).")
+    maml_inner_steps: int = option(0, "M-L2O: inner steps on the rule weights per meta step (> 0 selects the maml "
+                                   "estimator; --estimator=maml alone takes 1).")
     maml_inner_lr: float = option(1e-3, "M-L2O: inner learning rate (of --maml_inner_optimizer).")
     maml_second_order: bool = option(False, "M-L2O: differentiate through the inner step.")
     maml_inner_optimizer: str = option("sgd", "M-L2O: inner optimizer; adam matches the test-time adaptation "
@@ -117,7 +131,8 @@ class DistributionOptions:
 
 
 GROUPS = {"unrolling": UnrollOptions, "schedule": CurriculumOptions, "penalty": PenaltyOptions,
-          "imitation": ImitationOptions, "maml": MAMLOptions, "distribution": DistributionOptions}
+          "imitation": ImitationOptions, "estimation": EstimatorOptions, "maml": MAMLOptions,
+          "distribution": DistributionOptions}
 
 
 @dataclasses.dataclass
@@ -126,7 +141,10 @@ class MetaTrainConfig:
 
     task: str = option("mnist_mlp", "Optimizee task name (l2o_tf.tasks.names()).")
     task_kwargs: dict = option({}, "Task arguments as key=value, e.g. sigma=0.5,dim=10.")
-    task_family: tuple = option((), "Train over a family: the task with sigma in this list (e.g. 0.1,0.5,1).", item=float)
+    task_family: tuple = option((), "Train over a family: 'general' (l2o_tf.tasks.general: MLPs, conv nets, autoencoders, "
+                                "char-RNNs and transformer LMs, augmented; --task is ignored), or the task with sigma in "
+                                "this list (e.g. 0.1,0.5,1).", item=str)
+    family_size: int = option(16, "general family: how many sampled tasks it cycles through (seeds 0 ... n-1).")
     rule: str = option("rnnprop", "Rule to meta-train (l2o_tf.rules.names() with weights: dmlstm, rnnprop).")
     rule_kwargs: dict = option({}, "Rule arguments as key=value, e.g. output_scale=0.1.")
     seed: int = option(0, "Run seed: rule initialisation and optimizee seeds.")
@@ -139,6 +157,7 @@ class MetaTrainConfig:
     schedule: CurriculumOptions = dataclasses.field(default_factory=CurriculumOptions)
     penalty: PenaltyOptions = dataclasses.field(default_factory=PenaltyOptions)
     imitation: ImitationOptions = dataclasses.field(default_factory=ImitationOptions)
+    estimation: EstimatorOptions = dataclasses.field(default_factory=EstimatorOptions)
     maml: MAMLOptions = dataclasses.field(default_factory=MAMLOptions)
     distribution: DistributionOptions = dataclasses.field(default_factory=DistributionOptions)
 
@@ -150,8 +169,15 @@ class MetaTrainConfig:
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls(**getattr(self, name)))
         schedule, unrolling, penalty, maml = self.schedule, self.unrolling, self.penalty, self.maml
+        estimation = self.estimation
+        # M-L2O was a mode (maml_inner_steps > 0) before it was an estimator: both spellings select it.
+        if maml.maml_inner_steps > 0 and estimation.estimator == "truncated":
+            estimation.estimator = "maml"
+        if estimation.estimator == "maml" and maml.maml_inner_steps == 0:
+            maml.maml_inner_steps = 1
+        antithetic = estimation.estimator in ("es", "pes")
         schedule.curriculum = tuple(int(t) for t in schedule.curriculum)
-        self.task_family = tuple(float(s) for s in self.task_family)
+        self.task_family = self._task_family(self.task_family)
         unroll = unrolling.unroll
         checks = [
             (unroll >= 1, f"unroll must be >= 1, got {unroll}"),
@@ -160,6 +186,7 @@ class MetaTrainConfig:
              f"every trajectory length {list(schedule.curriculum)} must be >= the unroll ({unroll})"),
             (all(t % unroll == 0 for t in schedule.curriculum),
              f"every trajectory length {list(schedule.curriculum)} must be a multiple of the unroll ({unroll})"),
+            (self.family_size >= 1, f"family_size must be >= 1, got {self.family_size}"),
             (self.distribution.optimizees >= 1, f"optimizees must be >= 1, got {self.distribution.optimizees}"),
             (self.meta_steps >= 1, f"meta_steps must be >= 1, got {self.meta_steps}"),
             (self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}"),
@@ -173,8 +200,14 @@ class MetaTrainConfig:
             (penalty.reg_trajectory_start % unroll == 0,
              f"reg_trajectory_start ({penalty.reg_trajectory_start}) must be a multiple of the unroll ({unroll})"),
             (maml.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {maml.maml_inner_steps}"),
-            (maml.maml_inner_steps == 0 or (penalty.regularizer == "none" and self.imitation.imitation_weight == 0),
+            (estimation.estimator == "maml" or maml.maml_inner_steps == 0,
+             f"maml_inner_steps is the maml estimator's option; it does not combine with --estimator={estimation.estimator}"),
+            (estimation.estimator != "maml" or (penalty.regularizer == "none" and self.imitation.imitation_weight == 0),
              "MAML meta-training does not combine with a regularizer or imitation"),
+            (not antithetic or self.distribution.optimizees % 2 == 0,
+             f"--estimator={estimation.estimator} unrolls antithetic pairs: optimizees must be even, "
+             f"got {self.distribution.optimizees}"),
+            (not antithetic or estimation.es_sigma > 0, f"es_sigma must be > 0, got {estimation.es_sigma}"),
             (not (unrolling.native_kernel and unrolling.jit_compile),
              "native_kernel runs custom ops that XLA cannot compile: pass jit_compile or native_kernel, not both"),
             (not (unrolling.native_kernel and maml.maml_second_order and maml.maml_inner_steps),
@@ -186,6 +219,17 @@ class MetaTrainConfig:
         unrolling.unroll_config()
         penalty.penalty()
         maml.maml_config()
+
+    @staticmethod
+    def _task_family(values):
+        """``("general",)``, or the sigmas as floats."""
+        values = tuple(values)
+        if values == ("general",):
+            return values
+        try:
+            return tuple(float(v) for v in values)
+        except ValueError:
+            raise ValueError(f"task_family must be 'general' or a list of sigmas, got {','.join(map(str, values))}") from None
 
     @classmethod
     def fields(cls):

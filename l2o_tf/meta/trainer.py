@@ -19,11 +19,12 @@ import tensorflow as tf
 from absl import logging
 
 from l2o_tf import kernels, rules, seeds, tasks
-from l2o_tf.meta import adaptation
+from l2o_tf.meta import estimators
 from l2o_tf.meta import unroll as unroll_lib
 from l2o_tf.meta.config import MetaTrainConfig
+from l2o_tf.meta.estimators import Problem, Truncation
 from l2o_tf.meta.progress import MetaTrainProgbar
-
+from l2o_tf.meta.replicas import ReplicaSplit
 
 
 class MetaTrainer:
@@ -38,18 +39,9 @@ class MetaTrainer:
         self.config = config
         self.out_dir = out_dir
         self.strategy = strategy or tf.distribute.get_strategy()
-        replicas = self.strategy.num_replicas_in_sync
-        if config.distribution.optimizees % replicas:
-            raise ValueError(
-                f"optimizees ({config.distribution.optimizees}) must be a multiple of the strategy's {replicas} replicas."
-            )
-        if config.task_family:
-            # A family over the shift knob sigma; trajectory i trains on member i mod len(family).
-            family = tasks.family(config.task, config.task_family, **config.task_kwargs)
-            self.tasks = [build() for build in family.builders]
-        else:
-            self.tasks = [task or tasks.get(config.task, **config.task_kwargs)]
+        self.tasks = self._tasks(config, task)
         self.task = self.tasks[0]
+        self._shapes = {}  # member -> its parameter shapes (members of the general family differ)
         with self.strategy.scope():  # rule weights and meta-optimizer slots are mirrored
             self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
             if not self.rule.trainable_weights:
@@ -68,17 +60,22 @@ class MetaTrainer:
         self.bad_validations = counter()
         self.best_validation = tf.Variable(math.inf, dtype=tf.float32, trainable=False)
         batch = config.distribution.optimizees
-        initial = self.task.init_params(0)
-        # The optimizees of a meta step, stacked on a leading axis of size ``optimizees``.
-        self.params = [tf.Variable(tf.stack([p] * batch), trainable=False) for p in initial]
-        self.num_coordinates = sum(p.shape.num_elements() for p in initial)
-        self.state = tf.Variable(self._stacked(self.rule.initial_state(self.num_coordinates)), trainable=False)
+        # The optimizees of a meta step, stacked on a leading axis of size ``optimizees``: parameters as one
+        # flat vector each, rule (and teacher) state per coordinate.  Their coordinate axis has no fixed size,
+        # since a family's members differ in size; the current member's shapes give it meaning.
+        initial = unroll_lib.flatten(self.task.init_params(0))
+        self.params = self._stacked_variable(initial)
+        self.state = self._stacked_variable(self.rule.initial_state(self.num_coordinates(0)))
         # Optional Adam teacher whose updates the rule imitates (its state follows the optimizee).
         self.teacher = rules.Adam(learning_rate=config.imitation.imitation_lr) if config.imitation.imitation_weight > 0 else None
-        self.teacher_state = tf.Variable(
-            self._stacked(self.teacher.initial_state(self.num_coordinates) if self.teacher else tf.zeros([0])),
-            trainable=False,
-        )
+        self.teacher_state = self._stacked_variable(
+            self.teacher.initial_state(self.num_coordinates(0)) if self.teacher else tf.zeros([0]))
+        self.estimator = estimators.get(config.estimation.estimator, self.rule, config.estimation.es_sigma,
+                                        config.maml.maml_config())
+        # PES's accumulated perturbation per optimizee (width 0 for estimators that carry nothing).
+        self.estimator_state = tf.Variable(tf.zeros([batch, self.estimator.state_size()]), trainable=False)
+        # Each optimizee's initial loss: relative_loss divides its losses by it.
+        self.loss_scale = tf.Variable(tf.ones([batch]), trainable=False)
 
         self.checkpoint = tf.train.Checkpoint(
             rule_weights=list(self.rule.weights),
@@ -96,91 +93,82 @@ class MetaTrainer:
         )
         if self.teacher is not None:  # only runs with imitation carry a teacher state
             self.checkpoint.teacher_state = self.teacher_state
+        if self.estimator.state_size():
+            self.checkpoint.estimator_state = self.estimator_state
+        if self.unroll_config.relative_loss:
+            self.checkpoint.loss_scale = self.loss_scale
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self.penalty = config.penalty.penalty()
-        self.maml = config.maml.maml_config()
-        self._compiled = {}
+        self.replicas = ReplicaSplit(
+            self.strategy, self.estimator, batch, config.unrolling.jit_compile, config.unrolling.native_kernel,
+            carries_teacher=self.teacher is not None, carries_estimator_state=bool(self.estimator.state_size()),
+        )
+        self._problems, self._compiled = {}, {}
         self._verbose = 0
         self._run = tf.function(self._run_fn)
-        self._one = tf.function(self._one_optimizee, jit_compile=True) if config.unrolling.jit_compile else self._one_optimizee
         if config.unrolling.native_kernel:
             kernels.load()  # build it now: a missing compiler is reported here, not mid-trace
+
+    @staticmethod
+    def _tasks(config, task):
+        """The tasks trajectories cycle through: trajectory ``i`` trains on member ``i mod len(tasks)``."""
+        if isinstance(task, tasks.TaskFamily):
+            return [build() for build in task.builders]
+        if task is not None:
+            return [task]
+        if config.task_family == ("general",):
+            family = tasks.general.family(config.family_size, data_dir=config.task_kwargs.get("data_dir"))
+        elif config.task_family:  # a family over the shift knob sigma
+            family = tasks.family(config.task, config.task_family, **config.task_kwargs)
+        else:
+            return [tasks.get(config.task, **config.task_kwargs)]
+        return [build() for build in family.builders]
 
     def _stacked(self, value):
         return tf.stack([value] * self.config.distribution.optimizees)
 
+    def _stacked_variable(self, value):
+        """A variable holding ``value`` for every optimizee; its axis 1 (coordinates) may change size."""
+        value = self._stacked(value)
+        shape = [value.shape[0]] + [None] * (value.shape.rank - 1) if value.shape.rank > 1 else value.shape
+        return tf.Variable(value, shape=tf.TensorShape(shape), trainable=False)
+
+    def shapes(self, member):
+        """The parameter shapes of family member ``member``."""
+        if member not in self._shapes:
+            self._shapes[member] = [p.shape for p in self.tasks[member].init_params(0)]
+        return self._shapes[member]
+
+    def num_coordinates(self, member):
+        return sum(shape.num_elements() for shape in self.shapes(member))
+
+    def _stacked_params(self):
+        """The current optimizees' parameters as a list of tensors stacked on axis 0."""
+        shapes, batch = self.shapes(self.member), self.config.distribution.optimizees
+        sizes = [shape.num_elements() for shape in shapes]
+        flat = tf.ensure_shape(self.params.value(), [batch, sum(sizes)])
+        return [tf.reshape(part, [batch] + shape.as_list()) for part, shape in zip(tf.split(flat, sizes, axis=1), shapes)]
+
+
     # -- compiled pieces --------------------------------------------------------
-    def _one_optimizee(self, task, penalty, params, state, teacher_state, seed, start_step):
-        """Meta-loss, meta-gradient and unroll result for one optimizee's truncation."""
-        with kernels.native(self.config.unrolling.native_kernel):
-            return self._one_optimizee_traced(task, penalty, params, state, teacher_state, seed, start_step)
-
-    def _one_optimizee_traced(self, task, penalty, params, state, teacher_state, seed, start_step):
-        variables = self.rule.trainable_variables
-        if self.maml is not None:  # M-L2O: adapt on this truncation, judge the adapted rule on it
-            start = (params, state)
-            loss, grads, result = adaptation.maml_meta_gradient(
-                self.rule, task, (start, seed), (start, seed), self.unroll_config, self.maml, start_step,
-                return_unroll=True,
-            )
-        else:
-            teacher = None if self.teacher is None else (self.teacher, teacher_state, self.config.imitation.imitation_weight)
-            with tf.GradientTape() as tape:
-                result = unroll_lib.unroll(task, self.rule, params, state, seed, start_step, self.unroll_config, teacher, penalty)
-            loss, grads = result.meta_loss, tape.gradient(result.meta_loss, variables)
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-        if result.teacher_state is None:
-            result = result._replace(teacher_state=teacher_state)
-        return loss, grads, result
-
-    def _replica_meta_gradient(self, task, penalty, params, state, teacher_state, optimizee_seeds, start_step):
-        """This replica's share of the batch: sums of meta-losses and meta-gradients over ``optimizees``."""
-        batch = self.config.distribution.optimizees
-        local = batch // self.strategy.num_replicas_in_sync
-        first = tf.distribute.get_replica_context().replica_id_in_sync_group * local
-        loss_sum, grad_sum, results = 0.0, None, []
-        for b in range(local):
-            i = first + b
-            loss, grads, result = self._one(
-                task, penalty, [p[i] for p in params], state[i], teacher_state[i], optimizee_seeds[i], start_step
-            )
-            loss_sum += loss / batch
-            grads = [g / batch for g in grads]
-            grad_sum = grads if grad_sum is None else [a + g for a, g in zip(grad_sum, grads)]
-            results.append(result)
-        stack = lambda field: tf.stack([getattr(r, field) for r in results])  # noqa: E731
-        stacked = unroll_lib.UnrollResult(
-            loss_sum, [tf.stack([r.params[j] for r in results]) for j in range(len(params))],
-            stack("state"), stack("losses"), stack("penalty"),
-            stack("teacher_state") if self.teacher is not None else None,
-        )
-        return grad_sum, stacked
-
-    def _meta_gradient_fn(self, task, penalty, params, state, teacher_state, optimizee_seeds, start_step):
-        """All-reduced mean meta-gradient over the batch, and the batch's unroll results gathered."""
-        grads, per_replica = self.strategy.run(
-            lambda *args: self._replica_meta_gradient(task, penalty, *args),
-            args=(params, state, teacher_state, optimizee_seeds, start_step),
-        )
-        total = lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # noqa: E731
-        gather = lambda value: self.strategy.gather(value, axis=0)  # noqa: E731
-        result = unroll_lib.UnrollResult(
-            total(per_replica.meta_loss), [gather(p) for p in per_replica.params], gather(per_replica.state),
-            gather(per_replica.losses), gather(per_replica.penalty),
-            # Without a teacher its state is empty, and all-gathering an empty tensor crashes TF: pass it on.
-            gather(per_replica.teacher_state) if self.teacher is not None else teacher_state,
-        )
-        return [total(g) for g in grads], result
+    def _problem(self, member, penalized):
+        """What the optimizees of family member ``member`` are unrolled on (one object per key: traced once)."""
+        key = (member, penalized)
+        if key not in self._problems:
+            teacher = None if self.teacher is None else (self.teacher, self.config.imitation.imitation_weight)
+            self._problems[key] = Problem(self.tasks[member], self.unroll_config,
+                                          self.penalty if penalized else None, teacher)
+        return self._problems[key]
 
     def _step_function(self, member, penalized):
         """The compiled meta step for family member ``member``: traced once per (member, penalized)."""
         key = (member, penalized)
         if key not in self._compiled:
-            task, penalty = self.tasks[member], (self.penalty if penalized else None)
+            problem = self._problem(member, penalized)
 
-            def step(*args):
-                grads, result = self._meta_gradient_fn(task, penalty, *args)
-                return result, self._apply_if_finite(result.meta_loss, grads)
+            def step(truncation, noise_seed):
+                grads, result, estimator_state = self.replicas.meta_gradient(problem, truncation, noise_seed)
+                return result, estimator_state, self._apply_if_finite(result.meta_loss, grads)
 
             self._compiled[key] = tf.function(step)
         return self._compiled[key]
@@ -196,8 +184,16 @@ class MetaTrainer:
         return tf.no_op()
 
     def _step_args(self):
-        return (list(self.params), self.state.value(), self.teacher_state.value(),
-                tf.constant(self._seeds(), tf.int64), self.optimizee_step.value())
+        """The current batch as a stacked :class:`Truncation`, and this meta step's noise seed."""
+        n, batch = self.num_coordinates(self.member), self.config.distribution.optimizees
+        state = tf.ensure_shape(self.state.value(), [batch, n, self.rule.state_size])
+        teacher_state = self.teacher_state.value()
+        if self.teacher is not None:
+            teacher_state = tf.ensure_shape(teacher_state, [batch, n, self.teacher.state_size])
+        truncation = Truncation(self._stacked_params(), state, teacher_state,
+                                self.estimator_state.value(), self.loss_scale.value(),
+                                tf.constant(self._seeds(), tf.int64), self.optimizee_step.value())
+        return truncation, tf.constant(seeds.estimator_noise(self.config.seed, int(self.meta_step)), tf.int64)
 
     def meta_gradient(self):
         """``(meta_loss, grads)`` of the next meta step, averaged over the batch; applies nothing.
@@ -205,13 +201,13 @@ class MetaTrainer:
         For checks: it is the all-reduced meta-gradient the next ``train``
         step would apply (before clipping).
         """
-        task, penalty = self.tasks[self.member], (self.penalty if self._penalized() else None)
-        grads, result = tf.function(lambda *args: self._meta_gradient_fn(task, penalty, *args))(*self._step_args())
+        problem = self._problem(self.member, self._penalized())
+        grads, result, _ = tf.function(lambda *args: self.replicas.meta_gradient(problem, *args))(*self._step_args())
         return result.meta_loss, grads
 
-    def _run_fn(self, params, state, seed, num_steps):
+    def _run_fn(self, task, params, state, seed, num_steps):
         with kernels.native(self.config.unrolling.native_kernel):
-            return unroll_lib.run(self.task, self.rule, params, state, seed, 0, num_steps)
+            return unroll_lib.run(task, self.rule, params, state, seed, 0, num_steps)
 
     # -- bookkeeping -----------------------------------------------------------
     def _penalized(self):
@@ -229,17 +225,26 @@ class MetaTrainer:
         return self.config.schedule.curriculum[min(int(self.stage), len(self.config.schedule.curriculum) - 1)]
 
     def _seeds(self):
-        """Seeds of the current trajectory's optimizees (with one optimizee: the trajectory index's)."""
-        batch = self.config.distribution.optimizees
-        return [seeds.training_optimizee(self.config.seed, int(self.trajectory_index) * batch + b) for b in range(batch)]
+        """Seeds of the current trajectory's optimizees (with one optimizee: the trajectory index's).
+
+        Antithetic estimators' pairs (``2k``, ``2k + 1``) share the seed of ``2k``.
+        """
+        batch, paired = self.config.distribution.optimizees, self.estimator.antithetic
+        first = int(self.trajectory_index) * batch
+        return [seeds.training_optimizee(self.config.seed, first + (b - b % 2 if paired else b)) for b in range(batch)]
 
     def _new_optimizee(self):
-        inits = [self.tasks[self.member].init_params(seed) for seed in self._seeds()]
-        for j, variable in enumerate(self.params):
-            variable.assign(tf.stack([init[j] for init in inits]))
-        self.state.assign(self._stacked(self.rule.initial_state(self.num_coordinates)))
+        member, optimizee_seeds = self.member, self._seeds()
+        task, n = self.tasks[member], self.num_coordinates(member)
+        inits = [task.init_params(seed) for seed in optimizee_seeds]
+        self.params.assign(tf.stack([unroll_lib.flatten(init) for init in inits]))
+        self.state.assign(self._stacked(self.rule.initial_state(n)))
         if self.teacher is not None:
-            self.teacher_state.assign(self._stacked(self.teacher.initial_state(self.num_coordinates)))
+            self.teacher_state.assign(self._stacked(self.teacher.initial_state(n)))
+        self.estimator_state.assign(tf.zeros_like(self.estimator_state))
+        if self.unroll_config.relative_loss:
+            self.loss_scale.assign([float(task.loss(init, task.train_batch(seed, 0)))
+                                    for init, seed in zip(inits, optimizee_seeds)])
         self.optimizee_step.assign(0)
 
     def _prepare_out_dir(self):
@@ -275,17 +280,19 @@ class MetaTrainer:
         return bool(latest)
 
     def validate(self):
-        """Mean training loss (its log with ``log_loss``) over the current trajectory length on held-out optimizee seeds."""
+        """Mean training loss over the current trajectory length on held-out optimizee seeds, scored as the
+        meta-loss scores it (relative to the initial loss with ``relative_loss``, its log with ``log_loss``)."""
         values = []
         for i in range(self.config.schedule.validation_seeds):
-            seed = seeds.VALIDATION + i
+            seed, member = seeds.VALIDATION + i, i % len(self.tasks)  # a family: its members in turn
             _, _, losses = self._run(
-                self.task.init_params(seed),
-                self.rule.initial_state(self.num_coordinates),
+                self.tasks[member],
+                self.tasks[member].init_params(seed),
+                self.rule.initial_state(self.num_coordinates(member)),
                 tf.constant(seed, tf.int64),
                 tf.constant(self.trajectory_length),
             )
-            values.append(float(tf.reduce_mean(self.unroll_config.scored(losses))))
+            values.append(float(tf.reduce_mean(self.unroll_config.scored(losses, losses[0]))))
         return float(np.mean(values))
 
     def _after_validation(self, value):
@@ -333,16 +340,17 @@ class MetaTrainer:
         while int(self.meta_step) < self.config.meta_steps:
             penalized = self._penalized()
             train_step = self._step_function(self.member, penalized)
-            result, finite = train_step(*self._step_args())
+            result, estimator_state, finite = train_step(*self._step_args())
             meta_loss = result.meta_loss
             losses = tf.reduce_mean(result.losses, axis=0)  # mean over the batch of optimizees
             self.meta_step.assign_add(1)
             if bool(finite):
                 self.consecutive_skips.assign(0)
-                for variable, value in zip(self.params, result.params):
-                    variable.assign(value)
+                batch = self.config.distribution.optimizees
+                self.params.assign(tf.concat([tf.reshape(p, [batch, -1]) for p in result.params], axis=1))
                 self.state.assign(result.state)
                 self.teacher_state.assign(result.teacher_state)
+                self.estimator_state.assign(estimator_state)
                 self.optimizee_step.assign_add(self.config.unrolling.unroll)
                 if int(self.optimizee_step) >= self.trajectory_length:
                     self.trajectory_index.assign_add(1)

@@ -41,7 +41,9 @@ def optimizee_step(task, rule, params, state, batch, step, second_order=False, t
         tape.watch(params)
         loss = task.loss(params, batch)
     grads = tape.gradient(loss, params)
-    grads = [tf.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    # Dense: embedding gradients arrive as IndexedSlices; the rule sees every coordinate.
+    grads = [tf.zeros_like(p) if g is None else tf.convert_to_tensor(g) for g, p in zip(grads, params)]
+    grads = task.observed_gradients(grads, batch)
     if not second_order:
         grads = [tf.stop_gradient(g) for g in grads]
     flat_params, flat_grads = flatten(params), flatten(grads)
@@ -67,7 +69,9 @@ class UnrollConfig:
     forward pass of time.  ``log_loss``: weigh ``log f_t`` instead of ``f_t``,
     so that every decade of progress counts the same; for problems optimised to
     high precision (LASSO, quadratics), where ``f_t`` would only reward the first steps.
-    Needs ``f_t > 0``.
+    Needs ``f_t > 0``.  ``relative_loss``: weigh ``f_t / f_0``, the loss relative to the
+    optimizee's initial loss (the ``loss_scale`` the unroll is given), so that tasks whose
+    losses differ by orders of magnitude weigh alike in one meta-batch (task families).
     """
 
     length: int = 20
@@ -75,6 +79,7 @@ class UnrollConfig:
     loss_weights: str = "uniform"
     recompute: bool = False
     log_loss: bool = False
+    relative_loss: bool = False
 
     def __post_init__(self):
         if self.length < 1:
@@ -82,8 +87,13 @@ class UnrollConfig:
         if self.loss_weights not in ("uniform", "increasing"):
             raise ValueError(f"loss_weights must be 'uniform' or 'increasing', got {self.loss_weights!r}.")
 
-    def scored(self, losses):
-        """What the meta-loss weighs: the losses, or their logs with ``log_loss`` (validation scores the same)."""
+    def scored(self, losses, loss_scale=None):
+        """What the meta-loss weighs (validation scores the same): the losses, over ``loss_scale`` with
+        ``relative_loss``, then their logs with ``log_loss``."""
+        if self.relative_loss:
+            if loss_scale is None:
+                raise ValueError("relative_loss needs the optimizee's initial loss (loss_scale).")
+            losses = losses / tf.stop_gradient(loss_scale)
         return tf.math.log(losses) if self.log_loss else losses
 
     def weights(self):
@@ -105,7 +115,7 @@ class UnrollResult(NamedTuple):
     teacher_state: object
 
 
-def unroll(task, rule, params, state, seed, start_step, config, teacher=None, penalty=None):
+def unroll(task, rule, params, state, seed, start_step, config, teacher=None, penalty=None, loss_scale=None):
     """Run ``config.length`` steps from ``params`` and return an :class:`UnrollResult`.
 
     ``meta_loss = sum_t w_t f(params_t) [+ alpha sum_t R_t] [+ beta sum_t imitation_t]``
@@ -117,7 +127,8 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
     ``teacher=(rule, state, beta)`` adds imitation of a hand-designed teacher
     such as Adam.  ``penalty`` (a :class:`l2o_tf.meta.regularizers.Penalty`)
     adds ``alpha * R(params_t)`` on the batch of step ``t`` for every
-    ``penalty.every``-th step of the unroll.
+    ``penalty.every``-th step of the unroll.  ``loss_scale``: the optimizee's
+    initial loss, for ``config.relative_loss``.
     """
     weights = config.weights()
     losses, imitation, penalty_sum = [], 0.0, tf.constant(0.0)
@@ -141,7 +152,7 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             losses.append(loss_k)
     losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
     losses = tf.stack(losses)
-    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(losses))
+    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(losses, loss_scale))
     if penalty is not None:
         meta_loss += penalty.weight * penalty_sum
     teacher_state = None

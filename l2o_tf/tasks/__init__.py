@@ -1,5 +1,6 @@
 """Optimizees by name: ``l2o_tf.tasks.get("mnist_mlp")``; any Keras model via ``from_keras_model``."""
 
+from l2o_tf.tasks import augment, general, text
 from l2o_tf.tasks.base import Task, TaskFamily
 from l2o_tf.tasks.image import cifar_conv, mnist_conv, mnist_mlp, mnist_mlp_deep, mnist_mlp_relu
 from l2o_tf.tasks.keras_model import KerasModelTask, from_keras_model
@@ -39,7 +40,7 @@ def family(name, sigmas, **kwargs):
 
 
 __all__ = [
-    "Task", "TaskFamily", "KerasModelTask", "LeastSquaresTask", "Rosenbrock", "Rastrigin",
+    "augment", "general", "text", "Task", "TaskFamily", "KerasModelTask", "LeastSquaresTask", "Rosenbrock", "Rastrigin",
     "from_keras_model", "get", "names", "family", "quadratic", "lasso", "mnist_mlp",
     "mnist_mlp_relu", "mnist_mlp_deep", "mnist_conv", "cifar_conv",
 ]

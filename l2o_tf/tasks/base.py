@@ -28,6 +28,10 @@ class Task:
         """The training batch of optimizee ``seed`` at ``step`` (graph-safe, deterministic)."""
         raise NotImplementedError
 
+    def observed_gradients(self, grads, batch):
+        """The gradients the optimizer sees on ``batch`` (augmentations add noise; by default the true ones)."""
+        return grads
+
     def evaluate(self, params, seed=0):
         """Python floats: ``train_loss``; for data tasks also ``test_loss``, ``test_accuracy``."""
         raise NotImplementedError

@@ -4,7 +4,10 @@ The model's trainable weights become the task's parameter tensors; its
 non-trainable weights stay at their initial values and it runs with
 ``training=False`` (no dropout noise, BatchNorm on its moving statistics), so
 the loss is a deterministic function of (params, batch) that an unroll can
-differentiate.
+differentiate.  With ``batch_statistics=True`` it runs with ``training=True``
+instead: BatchNorm normalises by each batch's own statistics, as in ``fit``
+(still deterministic; the moving statistics are not tracked, so evaluation
+normalises each evaluation chunk by its statistics too).
 """
 
 import keras
@@ -30,6 +33,9 @@ class KerasModelTask(Task):
         train_examples: train on only the first ``train_examples`` examples of the train
             split (``None``: all of it): a small-data regime where the optimizee overfits and
             the generalization gap, not training progress, limits test accuracy.
+        batch_statistics: run the model with ``training=True`` (BatchNorm on batch statistics).
+        classification: whether outputs are class logits (``evaluate`` reports accuracy, per
+            element of ``y``: per token for sequence models); False for regression and autoencoders.
     """
 
     def __init__(
@@ -43,6 +49,8 @@ class KerasModelTask(Task):
         eval_train_examples=10000,
         eval_batch_size=2000,
         train_examples=None,
+        batch_statistics=False,
+        classification=True,
     ):
         if batch_size < 1:
             raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}.")
@@ -56,6 +64,8 @@ class KerasModelTask(Task):
         self.preprocess = preprocess or (lambda x: tf.cast(x, tf.float32))
         self.eval_train_examples = int(eval_train_examples)
         self.eval_batch_size = int(eval_batch_size)
+        self.batch_statistics = bool(batch_statistics)
+        self.classification = bool(classification)
         self._dataset = dataset
         self._arrays = None
         self._template = None
@@ -129,7 +139,7 @@ class KerasModelTask(Task):
     def predict(self, params, x):
         model = self.template
         outputs, _ = model.stateless_call(
-            list(params), [v.value for v in model.non_trainable_variables], x, training=False
+            list(params), [v.value for v in model.non_trainable_variables], x, training=self.batch_statistics
         )
         return outputs
 
@@ -147,25 +157,28 @@ class KerasModelTask(Task):
         return {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}
 
     def _score(self, params, x, y):
-        total_loss, correct, count = 0.0, 0.0, 0
+        total_loss, correct, count, elements = 0.0, 0.0, 0, 0
         for start in range(0, int(x.shape[0]), self.eval_batch_size):
-            loss, hits, n = self._score_chunk(params, x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size])
+            loss, hits, n, m = self._score_chunk(
+                params, x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size])
             total_loss += float(loss) * int(n)
             correct += float(hits)
             count += int(n)
-        accuracy = correct / count if count else float("nan")
+            elements += int(m)
+        accuracy = correct / elements if elements and self.classification else float("nan")
         return total_loss / max(count, 1), accuracy
 
     @tf.function(reduce_retracing=True)
     def _score_chunk(self, params, x, y):
+        """Mean loss, correct predictions, examples and labels (tokens) of one evaluation chunk."""
         logits = self.predict(params, self.preprocess(x))
-        n = tf.shape(x)[0]
-        if logits.shape[-1] is not None and logits.shape[-1] > 1:
-            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(tf.reshape(y, [-1]), tf.int32)), tf.float32))
+        n, labels = tf.shape(x)[0], tf.reshape(y, [-1])
+        if self.classification and logits.shape[-1] is not None and logits.shape[-1] > 1:
+            predicted = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [-1])
+            hits = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
         else:
             hits = tf.constant(float("nan"))
-        return tf.reduce_mean(self.loss_fn(y, logits)), hits, n
+        return tf.reduce_mean(self.loss_fn(y, logits)), hits, n, tf.size(labels)
 
 
 def from_keras_model(model, dataset, loss, batch_size=128, name=None, **kwargs):
