@@ -1,14 +1,8 @@
 """Shared timing helpers: warm up, then the median of repeated runs; what the figures ran on."""
 
 import json
-import os
-import platform
 import statistics
 import time
-
-# The vector extensions that decide a CPU kernel's speed; every figure records which of them the CPU has.
-VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
-
 
 def wall_times(fn, repeats=5, warmup=1):
     """Wall times of ``repeats`` runs of ``fn()`` after ``warmup`` untimed runs."""
@@ -39,22 +33,10 @@ def finish(outputs):
 
 
 def machine():
-    """What the figures were measured on: CPU model, cores, vector extensions, TensorFlow / Keras versions."""
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    """What the figures were measured on (see :func:`l2o_tf.machine.describe`)."""
+    from l2o_tf.machine import describe  # noqa: PLC0415  (imports TensorFlow)
 
-    description = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                   "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
-    except OSError:
-        return description
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    description["cpu_model"] = fields.get("model name", "")
-    flags = fields.get("flags", "").split()
-    description["vector_extensions"] = [f for f in VECTOR_EXTENSIONS if f in flags]
-    return description
+    return describe()
 
 
 class PeakMemory:

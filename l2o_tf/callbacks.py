@@ -2,9 +2,11 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from l2o_tf import seeds
 from l2o_tf.meta import adaptation
+from l2o_tf.meta import unroll as unroll_lib
 from l2o_tf.optimizer import LearnedOptimizer
 from l2o_tf.tasks.keras_model import KerasModelTask
 
@@ -25,16 +27,22 @@ class AdaptOnFit(keras.callbacks.Callback):
         unroll: unroll length of the adaptation meta-loss.
         learning_rate: Adam learning rate of the adaptation.
         batch_size: unroll batch size (default 128).
+        keep_if_better: keep the adapted rule only if its meta-loss on ``check_unrolls`` held-out
+            unrolls (batch seeds the adaptation never used) from the model's current weights is
+            lower than the unadapted rule's; else keep the rule as it was.  ``kept`` records each
+            decision.  Adaptation on a few unrolls can overfit them; this is the guard.
     """
 
-    def __init__(self, x, y, steps=5, every=None, unroll=20, learning_rate=1e-3, batch_size=128, seed=0):
+    def __init__(self, x, y, steps=5, every=None, unroll=20, learning_rate=1e-3, batch_size=128, seed=0,
+                 keep_if_better=True, check_unrolls=2):
         super().__init__()
         if steps < 1 or unroll < 1 or (every is not None and every < 1):
             raise ValueError(f"AdaptOnFit needs steps >= 1, unroll >= 1 and every >= 1, got {steps}, {unroll}, {every}.")
         self.x, self.y = np.asarray(x), np.asarray(y)
         self.steps, self.every, self.unroll = int(steps), every, int(unroll)
         self.learning_rate, self.batch_size, self.seed = float(learning_rate), int(batch_size), int(seed)
-        self.adaptations = 0
+        self.keep_if_better, self.check_unrolls = bool(keep_if_better), int(check_unrolls)
+        self.adaptations, self.kept = 0, []
 
     def _adapt(self):
         optimizer = self.model.optimizer
@@ -49,9 +57,24 @@ class AdaptOnFit(keras.callbacks.Callback):
             optimizer.rule, task, steps=self.steps, learning_rate=self.learning_rate,
             unroll_length=self.unroll, seed=seeds.adaptation_round(self.seed, self.adaptations),
         )
-        for target, source in zip(optimizer.rule.weights, adapted.weights):
-            target.assign(source.value)
+        keep = True
+        if self.keep_if_better:
+            check_seed = seeds.adaptation_round(self.seed, self.adaptations) + self.steps  # past the adaptation's
+            keep = self._held_out_loss(adapted, task, check_seed) < self._held_out_loss(optimizer.rule, task, check_seed)
+        if keep:
+            for target, source in zip(optimizer.rule.weights, adapted.weights):
+                target.assign(source.value)
+        self.kept.append(bool(keep))
         self.adaptations += 1
+
+    def _held_out_loss(self, rule, task, first_seed):
+        """Mean meta-loss of ``rule`` over ``check_unrolls`` unrolls from the model's current weights."""
+        config = unroll_lib.UnrollConfig(self.unroll)
+        weights = [w.value for w in rule.trainable_weights]
+        loss = tf.function(lambda start, seed: adaptation.unroll_meta_loss(rule, weights, task, start, seed, config))
+        return float(np.mean([
+            loss(adaptation.fresh_optimizee(rule, task, first_seed + i), tf.constant(first_seed + i, tf.int64))
+            for i in range(self.check_unrolls)]))
 
     def on_train_begin(self, logs=None):
         self._adapt()

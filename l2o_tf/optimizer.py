@@ -225,6 +225,8 @@ def _is_untrained(rule):
     """Whether ``rule`` is learned and its weights equal a fresh rule's of the same config (seed)."""
     if not (rule.SEEDED and rule.trainable_weights):
         return False
+    if getattr(rule, "adam_prior", 0) and getattr(rule, "zero_init_output", False):
+        return False  # untrained, it is Adam: it trains a model
     fresh = type(rule).from_config(rule.get_config())
     return all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(rule.weights, fresh.weights))
 

@@ -134,7 +134,8 @@ def test_adapt_on_fit_adapts_the_rule_only():
     model.compile(optimizer=optimizer, loss="mse")
     rule_before = [w.numpy().copy() for w in optimizer.rule.weights]
     model_before = [w.numpy().copy() for w in model.weights]
-    callback = l2o_tf.AdaptOnFit(x, y, steps=3, every=2, unroll=5, learning_rate=1e-2, batch_size=32)
+    callback = l2o_tf.AdaptOnFit(x, y, steps=3, every=2, unroll=5, learning_rate=1e-2, batch_size=32,
+                                 keep_if_better=False)
 
     class ModelUntouchedByAdaptation(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -146,3 +147,26 @@ def test_adapt_on_fit_adapts_the_rule_only():
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(rule_before, optimizer.rule.weights))
     with pytest.raises(ValueError, match="steps >= 1"):
         l2o_tf.AdaptOnFit(x, y, steps=0)
+
+
+def test_adapt_on_fit_keeps_the_rule_when_adaptation_does_worse_on_held_out_unrolls():
+    """A wild adaptation (learning rate 3) of the shipped RNNprop ruins it; the guard measures that on
+    held-out unrolls and keeps the rule as it was, while an ordinary one (1e-2) that helps is kept."""
+    import keras  # noqa: PLC0415
+
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(256, 6)).astype("float32")
+    y = (x @ gen.normal(size=(6, 1))).astype("float32")
+    decisions = {}
+    for lr in (3.0, 1e-2):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        optimizer = l2o_tf.pretrained.load("rnnprop-mnist")
+        model.compile(optimizer=optimizer, loss="mse")
+        before = [w.numpy().copy() for w in optimizer.rule.weights]
+        callback = l2o_tf.AdaptOnFit(x, y, steps=3, unroll=5, learning_rate=lr, batch_size=32)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+        changed = any(not np.array_equal(a, b.numpy()) for a, b in zip(before, optimizer.rule.weights))
+        decisions[lr] = (callback.kept, changed)
+    assert decisions[3.0] == ([False], False)
+    assert decisions[1e-2] == ([True], True)

@@ -204,3 +204,23 @@ def test_meta_training(name, tmp_path):
     trainer.train(verbose=0)
     assert any(np.abs(a - b.numpy()).max() > 0 for a, b in zip(before, trainer.rule.weights))
     assert isinstance(l2o_tf.pretrained.load_rule(str(tmp_path)), RULES[name])
+
+
+def test_adam_prior_with_zero_output_is_keras_adam():
+    """An untrained ``AdafacMLP(adam_prior=1, zero_init_output=True)`` is Adam at ``step_mult``: training starts
+    from Adam and the network only adds corrections; with the output layer nonzero it moves away."""
+    def fit(optimizer):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+        model.compile(optimizer=optimizer, loss="mse")
+        x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32")
+        model.fit(x, x[:, :1] ** 2, batch_size=16, epochs=3, verbose=0, shuffle=False)
+        return np.concatenate([w.numpy().ravel() for w in model.weights])
+
+    prior = rules.AdafacMLP(adam_prior=1.0, zero_init_output=True, step_mult=3e-3)
+    adam = fit(keras.optimizers.Adam(3e-3))
+    np.testing.assert_allclose(fit(l2o_tf.LearnedOptimizer(prior)), adam, atol=1e-6)
+    prior.kernels[-1].assign(tf.fill(prior.kernels[-1].shape, 0.1))
+    assert np.abs(fit(l2o_tf.LearnedOptimizer(prior)) - adam).max() > 1e-3
+    with pytest.raises(ValueError, match="adam_prior >= 0"):
+        rules.AdafacMLP(adam_prior=-1.0)

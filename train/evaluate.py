@@ -5,6 +5,16 @@ r"""Evaluate optimizers on a task: per-step training-loss curves and held-out me
 
 --optimizer takes a comma-separated list of specs: a shipped name (l2o_tf.pretrained.names()),
 a meta-training out_dir, or a hand-designed rule such as adam:lr=1e-3 or sgd:lr=0.1:momentum=0.9.
+
+With --suite=general it judges learned optimizers on the generalization suite (l2o_tf.suite: 10
+Keras models outside the meta-training family, each trained with model.fit) against Keras Adam
+at 1e-3 and Adam tuned per task; the first --optimizer is the candidate the summary is about:
+
+    python -m train.evaluate --suite=general --optimizer=general,dmlstm-mnist,rnnprop-mnist \
+        --adapt --steps=1000 --seeds=3 --output=results/suite_general.json
+
+Finished runs are kept beside the output (<output>_runs/<task>.jsonl): a stopped suite resumes,
+and --suite_tasks runs a subset (for example one process per core).
 """
 
 import json
@@ -18,7 +28,7 @@ from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
 import keras
 from absl import flags
 
-from l2o_tf import __version__, spec, tasks
+from l2o_tf import __version__, machine, spec, tasks
 from l2o_tf.evaluate import evaluate_rule
 from l2o_tf.plots import plot_curves
 
@@ -32,9 +42,64 @@ flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metr
 cli.define_seed_offset_flag(__name__)
 flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue and trace at the reported steps.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
+flags.DEFINE_enum("suite", None, ["general"], "Evaluate on the generalization suite with model.fit instead of --task.")
+flags.DEFINE_list("suite_tasks", [], "With --suite: only these suite tasks (default: all).")
+flags.DEFINE_boolean("adapt", False, "With --suite: also run the first optimizer with AdaptOnFit.")
+
+
+def suite_main():
+    """--suite: the generalization suite through model.fit (see the module docstring)."""
+    from l2o_tf import suite  # noqa: PLC0415
+
+    if FLAGS.steps < suite.FINAL_WINDOW + 1:
+        raise ValueError(f"--suite needs --steps > {suite.FINAL_WINDOW} (the final loss is the mean of the last "
+                         f"{suite.FINAL_WINDOW}), got {FLAGS.steps}.")
+    task_list = [suite.get(name) for name in FLAGS.suite_tasks] if FLAGS.suite_tasks else suite.tasks()
+    candidates = {s: (lambda s=s: spec.rule_from_spec(s)) for s in FLAGS.optimizer}
+    for name in FLAGS.optimizer:
+        if name.split(":")[0].lower() in spec.HAND_DESIGNED:
+            raise ValueError(f"--suite compares learned optimizers with Keras Adam itself; drop {name!r} from --optimizer.")
+    store = suite.RunStore(os.path.splitext(FLAGS.output)[0] + "_runs")
+    total = len(task_list) * (len(suite.ADAM_GRID) + FLAGS.seeds * (2 + len(FLAGS.optimizer) + int(FLAGS.adapt)))
+    bar = keras.utils.Progbar(total, unit_name="run")
+    candidate = FLAGS.optimizer[0]
+    results = suite.run_suite(candidates, task_list, store, seeds=FLAGS.seeds, steps=FLAGS.steps,
+                              adapt=candidate if FLAGS.adapt else None,
+                              progress=lambda task, label, seed: bar.add(1))
+    out = {
+        "command": "python -m train.evaluate " + " ".join(sys.argv[1:]),
+        "suite": FLAGS.suite, "steps": FLAGS.steps, "seeds": list(range(FLAGS.seeds)),
+        "tuning_seed": suite.TUNING_SEED, "adam_grid": list(suite.ADAM_GRID), "candidate": candidate,
+        "final_loss": f"mean minibatch training loss of the last {suite.FINAL_WINDOW} steps, then mean over seeds",
+        "l2o_tf_version": __version__, "machine": machine.describe(), "tasks": results,
+        "summary": suite.summarize(results, candidate),
+    }
+    notices = {cli.subset_notice(t["data_source"]) for t in results.values()} - {None}
+    if notices:
+        out["data_notice"] = sorted(notices)
+    for name, task in results.items():
+        cells = ", ".join(f"{label} {arm['final_loss']:.4g}" for label, arm in task["optimizers"].items())
+        print(f"{name} (Adam tuned at {task['tuned_lr']:g}): {cells}")
+    for arm, row in out["summary"].items():
+        if isinstance(row, dict):
+            print(f"{candidate} vs {arm}: lower final train loss on {row['candidate_lower_train_loss']:.0%} of "
+                  f"{row['tasks']} tasks, worst ratio {row['worst_loss_ratio']:.3g}, higher test accuracy on "
+                  + (f"{row['candidate_higher_test_accuracy']:.0%}" if row["candidate_higher_test_accuracy"] is not None
+                     else "n/a") + " of the classification tasks")
+    for notice in sorted(notices):
+        print(notice)
+    with open(FLAGS.output, "w") as f:
+        json.dump(out, f, indent=1)
+    plot_path = os.path.splitext(FLAGS.output)[0] + ".png"
+    suite.plot_grid(results, plot_path, f"generalization suite: mean over {FLAGS.seeds} seeds"
+                    + (cli.SUBSET_TITLE if notices else ""))
+    print(f"wrote {FLAGS.output} and {plot_path}")
 
 
 def main(argv):
+    if FLAGS.suite:
+        cli.check_writable(FLAGS.output)
+        return suite_main()
     if FLAGS.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {FLAGS.steps}.")
     if FLAGS.seeds < 1:

@@ -17,6 +17,13 @@ Those need no total number of steps: the step count is all they use.  A ReLU MLP
 features to a direction ``d`` and a log-magnitude ``s``; the update is
 ``-d * exp(exp_mult * s) * step_mult``.
 
+With ``adam_prior = a > 0`` the network corrects Adam instead of replacing it: the update is
+``-(d + a * adam(m_1, rms)) * exp(exp_mult * s) * step_mult`` with Adam's bias-corrected step on the
+first momentum and the RMS accumulator (betas ``momentum_decays[0]``, ``rms_decay``).  With
+``zero_init_output`` the last layer starts at zero, so an untrained rule *is* Adam at
+``step_mult * a``: meta-training starts from the optimizer users trust and moves away from it only
+where the meta-loss says so (the recipe of Celo's and VeLO's Adam-like fallbacks, on a CPU budget).
+
 State per coordinate: ``[m_1..m_M, rms, r_1..r_F, c_1..c_F]``.  Row and column accumulators
 are stored with every coordinate of their row / column (each holds the same value), so the
 state stays one ``[n, S]`` array like every rule's.
@@ -28,6 +35,7 @@ import tensorflow as tf
 
 from l2o_tf import seeds
 from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.baselines import adam_step
 from l2o_tf.rules.layout import Layout
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
@@ -44,12 +52,13 @@ class AdafacMLP(UpdateRule):
     """The per-parameter MLP learned optimizer; see the module docstring for its features."""
 
     CONFIG_FIELDS = ("hidden_size", "hidden_layers", "momentum_decays", "rms_decay", "adafactor_decays",
-                     "exp_mult", "step_mult")
+                     "exp_mult", "step_mult", "adam_prior", "zero_init_output")
     NOMINAL_STEP_FIELD = "step_mult"
     LAYOUT_AWARE = True
 
     def __init__(self, hidden_size=4, hidden_layers=2, momentum_decays=(0.9, 0.99, 0.999), rms_decay=0.999,
-                 adafactor_decays=(0.9, 0.99, 0.999), exp_mult=1e-3, step_mult=1e-3, seed=0, name=None, **kwargs):
+                 adafactor_decays=(0.9, 0.99, 0.999), exp_mult=1e-3, step_mult=1e-3, adam_prior=0.0,
+                 zero_init_output=False, seed=0, name=None, **kwargs):
         decays = list(momentum_decays) + [rms_decay] + list(adafactor_decays)
         if hidden_size < 1 or hidden_layers < 0:
             raise ValueError(f"AdafacMLP needs hidden_size >= 1 and hidden_layers >= 0, got {hidden_size}, {hidden_layers}.")
@@ -61,6 +70,9 @@ class AdafacMLP(UpdateRule):
                              f"Adafactor factor k), got {list(momentum_decays)} and {list(adafactor_decays)}.")
         if step_mult <= 0:
             raise ValueError(f"AdafacMLP needs step_mult > 0, got {step_mult}.")
+        if adam_prior < 0:
+            raise ValueError(f"AdafacMLP needs adam_prior >= 0, got {adam_prior}.")
+        self.adam_prior, self.zero_init_output = float(adam_prior), bool(zero_init_output)
         self.hidden_size, self.hidden_layers = int(hidden_size), int(hidden_layers)
         self.momentum_decays = tuple(float(d) for d in momentum_decays)
         self.rms_decay = float(rms_decay)
@@ -81,6 +93,8 @@ class AdafacMLP(UpdateRule):
     def create_weights(self):
         self.kernels, self.biases = self._dense_stack(
             [self.num_features + len(TIMESCALES) + self.context_size] + [self.hidden_size] * self.hidden_layers + [2], 0)
+        if self.zero_init_output:
+            self.kernels[-1].assign(tf.zeros_like(self.kernels[-1]))
 
     @property
     def context_size(self):
@@ -111,7 +125,12 @@ class AdafacMLP(UpdateRule):
             if i < len(self.kernels) - 1:
                 net = tf.nn.relu(net)
         direction, magnitude = net[:, 0], net[:, 1]
-        updates = -direction * tf.exp(self.exp_mult * magnitude) * self.step_mult
+        scale = tf.exp(self.exp_mult * magnitude) * self.step_mult
+        updates = -direction * scale
+        if self.adam_prior:
+            m_count = len(self.momentum_decays)
+            updates -= adam_step(new_state[:, 0], new_state[:, m_count], step, scale * self.adam_prior,
+                                 self.momentum_decays[0], self.rms_decay, 1e-7)
         return updates, tf.concat([new_state, context_state], axis=1)
 
     def context(self, features, context_state, layout):

@@ -7,6 +7,14 @@ import tensorflow as tf
 from l2o_tf.rules.base import UpdateRule, step_count
 
 
+def adam_step(m, v, step, scale, beta_1, beta_2, epsilon):
+    """Adam's step ``scale * m_hat / (sqrt(v_hat) + eps)`` from its raw moments, in Keras's float order
+    (bias corrections folded into the step size), for ``Adam`` and for rules that build on Adam."""
+    t = step_count(step)
+    alpha = scale * tf.sqrt(1.0 - tf.pow(beta_2, t)) / (1.0 - tf.pow(beta_1, t))
+    return (m * alpha) / (tf.sqrt(v) + epsilon)
+
+
 @keras.saving.register_keras_serializable(package="l2o_tf")
 class Adam(UpdateRule):
     """Adam (Kingma & Ba 2015) in the form ``keras.optimizers.Adam`` uses.
@@ -38,12 +46,10 @@ class Adam(UpdateRule):
         return 2
 
     def call(self, grads, params, state, step):
-        t = step_count(step)
-        alpha = self.learning_rate * tf.sqrt(1.0 - tf.pow(self.beta_2, t)) / (1.0 - tf.pow(self.beta_1, t))
         m, v = state[:, 0], state[:, 1]
         m = m + (grads - m) * (1.0 - self.beta_1)
         v = v + (tf.square(grads) - v) * (1.0 - self.beta_2)
-        updates = -(m * alpha) / (tf.sqrt(v) + self.epsilon)
+        updates = -adam_step(m, v, step, self.learning_rate, self.beta_1, self.beta_2, self.epsilon)
         return updates, tf.stack([m, v], axis=1)
 
 
