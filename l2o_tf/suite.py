@@ -292,6 +292,7 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
     {label: {"final_loss", "test_loss", "test_accuracy", "first_loss", "seconds_per_step", "diverged", "runs"}}}}``.
     """
     from l2o_tf.callbacks import AdaptOnFit  # noqa: PLC0415  (callbacks import the meta package)
+    from l2o_tf.meta.adaptation import copy_rule  # noqa: PLC0415
     from l2o_tf.optimizer import LearnedOptimizer  # noqa: PLC0415
 
     rules = {label: make() for label, make in candidates.items()}
@@ -320,7 +321,7 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
         arms = {"adam 1e-3": (adam_label(DEFAULT_ADAM), adam(DEFAULT_ADAM), lambda data: ()),
                 "adam tuned": (adam_label(tuned_lr), adam(tuned_lr), lambda data: ())}
         for label, rule in rules.items():
-            fresh = lambda rule=rule: LearnedOptimizer(_copy(rule))  # noqa: E731  (AdaptOnFit changes the rule)
+            fresh = lambda rule=rule: LearnedOptimizer(copy_rule(rule))  # noqa: E731  (AdaptOnFit changes the rule)
             arms[label] = (keys[label], fresh, lambda data: ())
             if label == adapt:
                 kwargs = dict(adapt_kwargs or {})
@@ -345,13 +346,6 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
                           "tuned_lr": tuned_lr, "tuning": {f"{lr:g}": v for lr, v in tuning.items()},
                           "data_source": (data or task.data_fn()).source, "optimizers": optimizers}
     return out
-
-
-def _copy(rule):
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
-    for target, source in zip(copy.weights, rule.weights):
-        target.assign(source.value)
-    return copy
 
 
 def summarize(results, candidate):

@@ -50,6 +50,14 @@ def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step
     return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step, loss_scale).meta_loss
 
 
+def copy_rule(rule):
+    """An independent rule with ``rule``'s config and weights (adapting it leaves ``rule`` untouched)."""
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
+    for target, source in zip(copy.weights, rule.weights):
+        target.assign(source.value)
+    return copy
+
+
 @dataclasses.dataclass(frozen=True)
 class MAMLConfig:
     """Inner loop: ``inner_steps`` steps of ``inner_optimizer`` (lr ``inner_lr``) on one unroll's meta-loss.
@@ -124,9 +132,7 @@ def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0
     rule = optimizer.rule if isinstance(optimizer, LearnedOptimizer) else optimizer
     if not rule.trainable_weights:
         raise ValueError(f"{type(rule).__name__} has no weights to adapt.")
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
-    for target, source in zip(copy.weights, rule.weights):
-        target.assign(source.value)
+    copy = copy_rule(rule)
     config = unroll_lib.UnrollConfig(unroll_length, log_loss=log_loss)
     meta_optimizer = keras.optimizers.Adam(learning_rate)
 
