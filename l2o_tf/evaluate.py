@@ -22,11 +22,12 @@ def _summary(values):
 
 
 def sharpness(task, params, seed=0, num_iters=20, num_probes=10):
-    """Top Hessian eigenvalue and Hutchinson trace of the training loss at ``params`` (fixed batch)."""
-    top, trace = _sharpness_function(task, num_iters, num_probes)(
+    """Top Hessian eigenvalue, Hutchinson trace and the scale-invariant ``adaptive_trace`` of the training loss
+    at ``params`` (fixed batch)."""
+    top, trace, adaptive = _sharpness_function(task, num_iters, num_probes)(
         params, task.sharpness_batch(seed), tf.constant(seed, tf.int64)
     )
-    return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace)}
+    return {"hessian_top_eigenvalue": float(top), "hessian_trace": float(trace), "adaptive_trace": float(adaptive)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +38,8 @@ def _sharpness_function(task, num_iters, num_probes):
     def measure(params, batch, seed):
         loss_fn = lambda p: task.loss(p, batch)  # noqa: E731
         return (regularizers.hessian_top_eigenvalue(loss_fn, params, num_iters=num_iters, seed=seed),
-                regularizers.hessian_trace(loss_fn, params, num_probes=num_probes, seed=seed))
+                regularizers.hessian_trace(loss_fn, params, num_probes=num_probes, seed=seed),
+                regularizers.adaptive_trace(loss_fn, params, num_probes=num_probes, seed=seed))
 
     return measure
 

@@ -29,6 +29,11 @@ def optimizee_weight(optimizee_seed, layer_index):
     return int(optimizee_seed) * 100 + int(layer_index)
 
 
+def validation_batch(optimizee_seed, step):
+    """Stateless seed of optimizee ``optimizee_seed``'s validation batch at ``step`` (independent of its training batches)."""
+    return tf.stack([tf.cast(optimizee_seed, tf.int64) * 100_019 + 0x7A11D, tf.cast(step, tf.int64)])
+
+
 def penalty_step(optimizee_seed, step):
     """The flatness penalty's seed at ``step`` of optimizee ``optimizee_seed`` (tensors in a unroll)."""
     return tf.cast(optimizee_seed, tf.int64) * 100_003 + tf.cast(step, tf.int64)

@@ -215,3 +215,40 @@ def test_generalization_summary_tunes_the_baseline_on_training_loss(tmp_path):
     assert (tmp_path / "summary.png").stat().st_size > 1000
     missing = _run("train.generalization_summary", "--inputs=/nope.json", f"--output={output}")
     assert missing.returncode == 2 and "no such file '/nope.json'" in missing.stderr
+
+
+def test_generalization_summary_pairs_arms_over_meta_seeds_and_tunes_adam_on_validation(tmp_path):
+    """Two meta-seeds per arm, three evaluation seeds: the paired difference, its SE over meta-seeds, and Adam's
+    learning rate chosen by validation accuracy (not test accuracy, not training loss)."""
+    def row(test, valid=None, loss=0.3):
+        metrics = {"test_accuracy": test, "train_loss": [loss] * 3, "generalization_gap": [0.1] * 3}
+        if valid is not None:
+            metrics["validation_accuracy"] = valid
+        return {"seeds": [0, 1, 2], "at_step": {"10": {
+            m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for m, v in metrics.items()}}}
+
+    optimizers = {
+        "runs/v0": row([0.90, 0.91, 0.92]), "runs/v1": row([0.88, 0.90, 0.89]),
+        "runs/a0": row([0.92, 0.93, 0.95]), "runs/a1": row([0.92, 0.93, 0.93]),
+        "adam:lr=0.1": row([0.80, 0.80, 0.80], valid=[0.95] * 3, loss=0.5),   # best validation accuracy
+        "adam:lr=0.01": row([0.99, 0.99, 0.99], valid=[0.90] * 3, loss=0.1),  # best test accuracy and loss
+    }
+    (tmp_path / "e.json").write_text(json.dumps({"command": "c", "task": "mnist_mlp", "steps": 10, "optimizers": optimizers}))
+    output = tmp_path / "s.json"
+    result = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
+                  "--labels=runs/v0=vanilla,runs/v1=vanilla,runs/a0=arm,runs/a1=arm", "--baseline=vanilla",
+                  f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(output.read_text())
+    assert data["table"]["mnist_mlp"]["adam (best lr)"]["spec"] == "adam:lr=0.1"
+    assert data["table"]["mnist_mlp"]["arm"]["meta_seeds"] == 2
+    versus = data["paired_test_accuracy"]["mnist_mlp"]["arm"]
+    per_meta_seed = [np.mean([0.02, 0.02, 0.03]), np.mean([0.04, 0.03, 0.04])]
+    assert versus["vs vanilla"]["mean"] == pytest.approx(np.mean(per_meta_seed))
+    assert versus["vs vanilla"]["se"] == pytest.approx(np.std(per_meta_seed, ddof=1) / np.sqrt(2))
+    assert versus["vs vanilla"]["significant"]
+    assert versus["vs adam (best lr)"]["mean"] == pytest.approx(np.mean([0.92, 0.93, 0.95, 0.92, 0.93, 0.93]) - 0.80)
+    assert "arm vs vanilla: +3.00" in result.stdout
+    unlabelled = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
+                      f"--output={output}")  # runs/v0 ... are now hand-designed families without validation accuracy
+    assert unlabelled.returncode == 2 and "evaluate with --task_kwargs=validation_examples=N" in unlabelled.stderr

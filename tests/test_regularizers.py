@@ -74,7 +74,69 @@ def test_local_entropy_mean_with_thermal_noise():
     np.testing.assert_allclose(tape.gradient(penalty, w).numpy(), expected, atol=0.03)
 
 
-@pytest.mark.parametrize("name", ["hessian_trace", "hessian_eig"])
+def test_adaptive_trace_is_exact_for_a_diagonal_hessian():
+    """tr(T H T) / f with T = |w| + eta: on f = 1/2 sum a_i w_i^2 + c every probe gives the closed form."""
+    a, c, eta = np.array([3.0, 1.0, 0.25, 2.0]), 0.5, 0.01
+    w = np.array([1.0, -2.0, 0.5, 0.0])
+    loss_fn = lambda p: 0.5 * tf.reduce_sum(tf.constant(a, tf.float32) * p[0] ** 2) + c  # noqa: E731
+    value = regularizers.adaptive_trace(loss_fn, [tf.constant(w, tf.float32)], num_probes=1, eta=eta, seed=3)
+    f = 0.5 * np.sum(a * w**2) + c
+    assert float(value) == pytest.approx(np.sum(a * (np.abs(w) + eta) ** 2) / (f + 1e-4), rel=1e-5)
+
+
+def test_adaptive_trace_estimates_the_weighted_diagonal_of_a_full_hessian():
+    """E[(Tv)^T A (Tv)] = sum_i A_ii (|w_i| + eta)^2 for Rademacher v, whatever A's off-diagonal."""
+    a = _spd([4.0, 2.0, 1.0, 0.5, 0.25], seed=3)
+    w = np.array([1.0, -0.5, 2.0, 0.3, -1.0])
+    exact = np.sum(np.diag(a) * (np.abs(w) + 0.01) ** 2) / (0.5 * w @ a @ w + 1e-4)
+    estimate = float(regularizers.adaptive_trace(_quadratic(a), [tf.constant(w, tf.float32)], num_probes=400, seed=1))
+    assert estimate == pytest.approx(exact, rel=0.1)
+
+
+def _two_layer(x, y):
+    """Softmax cross-entropy of a bias-free ReLU network W2 relu(W1 x) on fixed data."""
+    def loss_fn(params):
+        logits = tf.matmul(tf.nn.relu(tf.matmul(x, params[0])), params[1])
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    return loss_fn
+
+
+def test_adaptive_trace_is_invariant_to_relu_rescaling_where_the_trace_is_not():
+    """W1 -> a W1, W2 -> W2 / a leaves the network's function, hence its loss, unchanged (Dinh et al. 2017)."""
+    gen = np.random.default_rng(0)
+    x = tf.constant(gen.normal(size=(16, 3)), tf.float32)
+    y = tf.constant(gen.integers(0, 2, 16), tf.int32)
+    w1, w2 = gen.normal(size=(3, 4)).astype("float32"), gen.normal(size=(4, 2)).astype("float32")
+    loss_fn = _two_layer(x, y)
+
+    def measures(scale):
+        params = [tf.constant(w1 * scale), tf.constant(w2 / scale)]
+        return (float(regularizers.adaptive_trace(loss_fn, params, num_probes=3, eta=0.0, seed=2)),
+                float(regularizers.hessian_trace(loss_fn, params, num_probes=3, seed=2)))
+
+    (adaptive, trace), (adaptive_scaled, trace_scaled) = measures(1.0), measures(4.0)
+    assert adaptive_scaled == pytest.approx(adaptive, rel=1e-4)
+    assert abs(trace_scaled - trace) > 0.3 * trace
+
+
+def test_saturating_the_logits_lowers_the_trace_but_not_the_adaptive_trace():
+    """Logistic regression on separable data: scaling the weights by a shrinks H like exp(-a margin), which is how
+    learned optimizers met the Hessian penalty; the adaptive trace grows instead."""
+    x = tf.constant([[1.0, 0.5], [0.8, -0.3], [-1.0, 0.2], [-0.6, -0.9]])
+    y = tf.constant([0, 0, 1, 1])
+    loss_fn = lambda p: tf.reduce_mean(  # noqa: E731
+        tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.matmul(x, p[0])))
+    w = np.array([[1.0, -1.0], [0.0, 0.0]], np.float32)
+    traces, adaptive = [], []
+    for scale in (1.0, 3.0, 6.0):
+        params = [tf.constant(w * scale)]
+        traces.append(float(regularizers.hessian_trace(loss_fn, params, num_probes=4, seed=0)))
+        adaptive.append(float(regularizers.adaptive_trace(loss_fn, params, num_probes=4, seed=0)))
+    assert traces[2] < traces[0] / 10
+    assert adaptive[0] < adaptive[1] < adaptive[2]
+
+
+@pytest.mark.parametrize("name", ["hessian_trace", "hessian_eig", "adaptive_trace"])
 def test_penalty_meta_gradient_through_an_unroll_matches_finite_differences(name):
     """d penalty(params_K(rule weights)) / d rule weights, through a 3-step unroll, against FD."""
     task = tasks.Rosenbrock(batch_size=2, dim=2, sigma=0.3)
@@ -88,13 +150,13 @@ def test_penalty_meta_gradient_through_an_unroll_matches_finite_differences(name
                 return rule.stateless_call(weights, [], *args)[0]
 
         params = unroll_lib.unroll(task, Bound(), params0, rule.initial_state(4), 0, 0, UnrollConfig(3)).params
-        kwargs = {"num_probes": 2} if name == "hessian_trace" else {"num_iters": 10}
+        kwargs = {"num_iters": 10} if name == "hessian_eig" else {"num_probes": 2}
         return penalty(lambda p: task.loss(p, batch), params, seed=5, **kwargs)
 
     directional_fd_check(objective, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=5e-2, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["hessian_trace", "hessian_eig", "local_entropy"])
+@pytest.mark.parametrize("name", ["hessian_trace", "hessian_eig", "local_entropy", "adaptive_trace"])
 def test_meta_training_with_a_penalty(name, tmp_path):
     """The trainer adds alpha * R to the meta-loss from --reg_start on, and still learns."""
     from l2o_tf.meta import MetaTrainConfig, MetaTrainer  # noqa: PLC0415

@@ -5,7 +5,15 @@ r"""Summarise a generalization study from train.evaluate result files: a JSON ta
 
 For each task it takes the metrics at the last step of every optimizer. Hand-designed
 optimizers of one family (``adam:lr=...``) are reduced to the one with the lowest mean final
-*training* loss: the baseline is tuned on the training objective, never on test accuracy.
+*training* loss, or with ``--tune_on=validation_accuracy`` the highest accuracy on a split held
+out of the training data (evaluate with ``--task_kwargs=validation_examples=N``): the baseline
+is never tuned on test accuracy.
+
+Several specs may share a label: they are one arm's meta-training seeds.  With
+``--baseline=LABEL`` every other arm gets its paired difference in test accuracy against the
+baseline arm and against the tuned hand-designed optimizer (same evaluation seeds; meta-seed
+``i`` with meta-seed ``i``), with a standard error over meta-seeds that also carries the
+evaluation-seed noise, so that an effect is told from noise (``significant``: beyond 2 SE).
 """
 
 import collections
@@ -23,31 +31,104 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", None, "train.evaluate JSON files (globs allowed).")
 flags.DEFINE_list("labels", [], "spec=label pairs naming the optimizers in the table.")
 flags.DEFINE_string("output", None, "Summary JSON path; the PNG goes beside it.")
+flags.DEFINE_enum("tune_on", "train_loss", ["train_loss", "validation_accuracy"],
+                  "What picks a hand-designed optimizer's learning rate (never test accuracy).")
+flags.DEFINE_string("baseline", None, "Label of the arm the others are paired against (e.g. vanilla).")
 
-METRICS = ("test_accuracy", "generalization_gap", "hessian_top_eigenvalue", "hessian_trace", "train_loss")
+METRICS = ("test_accuracy", "generalization_gap", "hessian_top_eigenvalue", "hessian_trace", "adaptive_trace",
+           "validation_accuracy", "train_loss")
 
 
-def summarise(paths, labels):
-    """``{task: {label: {metric: {"mean", "std"}, "spec": ...}}}`` plus the commands that produced the inputs."""
-    table, commands = collections.defaultdict(dict), []
+def _pooled(rows):
+    """One arm's row from its meta-seeds' rows: means and stds over all (meta-seed, evaluation seed) values."""
+    if len(rows) == 1:
+        return rows[0]
+    out = {"spec": [r["spec"] for r in rows], "seeds": rows[0]["seeds"], "meta_seeds": len(rows)}
+    for metric in METRICS:
+        if all(metric in r and "values" in r[metric] for r in rows):
+            values = np.concatenate([r[metric]["values"] for r in rows])
+            out[metric] = {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}
+    return out
+
+
+def _tuned(rows, tune_on):
+    """The hand-designed run with the best training loss or validation accuracy."""
+    if tune_on == "train_loss":
+        return min(rows, key=lambda r: r["train_loss"]["mean"])
+    if not all("validation_accuracy" in r for r in rows):
+        raise ValueError("--tune_on=validation_accuracy: an input has no validation accuracy; evaluate with "
+                         "--task_kwargs=validation_examples=N.")
+    return max(rows, key=lambda r: r["validation_accuracy"]["mean"])
+
+
+def summarise(paths, labels, tune_on="train_loss"):
+    """``{task: {label: {metric: {"mean", "std"[, "values"]}, "spec": ...}}}``, the commands that produced the inputs,
+    and ``{task: {label: [per-meta-seed rows]}}`` for pairing."""
+    table, runs, commands = collections.defaultdict(dict), collections.defaultdict(dict), []
     for path in paths:
         with open(path) as f:
             result = json.load(f)
         commands.append(result["command"])
         last = str(result["steps"])
+        task = result["task"]
         hand_designed = collections.defaultdict(list)
         for spec, outcome in result["optimizers"].items():
             metrics = outcome["at_step"][last]
-            row = {m: {"mean": metrics[m]["mean"], "std": metrics[m]["std"]} for m in METRICS if m in metrics}
-            row.update(spec=spec, seeds=len(outcome["seeds"]))
+            row = {m: {k: metrics[m][k] for k in ("mean", "std", "values") if k in metrics[m]}
+                   for m in METRICS if m in metrics}
+            row.update(spec=spec, seeds=outcome["seeds"] if isinstance(outcome["seeds"], int) else len(outcome["seeds"]))
             if spec in labels:
-                table[result["task"]][labels[spec]] = row
+                runs[task].setdefault(labels[spec], []).append(row)
             else:
                 hand_designed[spec.split(":")[0]].append(row)
         for family, rows in hand_designed.items():
-            best = min(rows, key=lambda r: r["train_loss"]["mean"])
-            table[result["task"]][f"{family} (best lr)"] = best
-    return dict(table), commands
+            runs[task][f"{family} (best lr)"] = [_tuned(rows, tune_on)]
+    for task, arms in runs.items():
+        for label, rows in arms.items():
+            table[task][label] = _pooled(rows)
+    return dict(table), commands, dict(runs)
+
+
+def paired_difference(arm_rows, base_rows, metric="test_accuracy"):
+    """Mean of ``arm - base`` over meta-seeds x evaluation seeds and its standard error.
+
+    Meta-seed ``i`` of the arm is paired with meta-seed ``i`` of the base (a base with one
+    run, such as tuned Adam, with every meta-seed), evaluation seed ``j`` with ``j``.  The SE
+    is that of the per-meta-seed mean differences (it holds both the meta-training and the
+    evaluation noise); with one meta-seed, that of the evaluation seeds alone.
+    """
+    def values(rows):
+        if not all(metric in r and "values" in r[metric] for r in rows):
+            raise ValueError(f"pairing needs per-seed values of {metric} (train.evaluate writes them).")
+        return np.array([r[metric]["values"] for r in rows], dtype=float)
+
+    arm, base = values(arm_rows), values(base_rows)
+    if arm.shape[1] != base.shape[1]:
+        raise ValueError(f"pairing needs the same evaluation seeds, got {arm.shape[1]} and {base.shape[1]}.")
+    if len(base) == 1:
+        base = np.repeat(base, len(arm), axis=0)
+    n = min(len(arm), len(base))
+    diff = arm[:n] - base[:n]
+    per_meta_seed = diff.mean(axis=1)
+    if n >= 2:
+        se = per_meta_seed.std(ddof=1) / np.sqrt(n)
+    else:
+        se = diff[0].std(ddof=1) / np.sqrt(diff.shape[1]) if diff.shape[1] > 1 else float("nan")
+    mean = float(diff.mean())
+    return {"mean": mean, "se": float(se), "meta_seeds": n, "evaluation_seeds": int(diff.shape[1]),
+            "significant": bool(abs(mean) > 2 * se)}
+
+
+def paired(runs, baseline):
+    """``{task: {arm: {"vs <baseline>": ..., "vs <tuned>": ...}}}`` in test accuracy."""
+    out = {}
+    for task, arms in runs.items():
+        if baseline not in arms:
+            raise ValueError(f"--baseline={baseline!r} has no run on {task}; arms there: {', '.join(arms)}.")
+        tuned = [label for label in arms if label.endswith("(best lr)")]
+        out[task] = {label: {f"vs {other}": paired_difference(rows, arms[other]) for other in [baseline] + tuned}
+                     for label, rows in arms.items() if label != baseline and label not in tuned}
+    return out
 
 
 def markdown(table):
@@ -106,10 +187,19 @@ def main(argv):
     if missing:
         raise ValueError(f"--inputs: no such file {missing[0]!r}.")
     cli.check_writable(FLAGS.output)
-    table, commands = summarise(paths, {k: str(v) for k, v in cli.parse_kwargs(FLAGS.labels, "labels").items()})
+    labels = {k: str(v) for k, v in cli.parse_kwargs(FLAGS.labels, "labels").items()}
+    table, commands, runs = summarise(paths, labels, FLAGS.tune_on)
     text = markdown(table)
+    out = {"table": table, "commands": commands, "tuned_on": FLAGS.tune_on, "markdown": text}
+    if FLAGS.baseline:
+        out["paired_test_accuracy"] = paired(runs, FLAGS.baseline)
+        lines = [f"{task} {arm} {vs}: {100 * d['mean']:+.2f} ± {100 * d['se']:.2f} points"
+                 + (" (beyond 2 SE)" if d["significant"] else "")
+                 for task, arms in out["paired_test_accuracy"].items() for arm, rows in arms.items()
+                 for vs, d in rows.items()]
+        text += "\n\nPaired test-accuracy differences (SE over meta-seeds x evaluation seeds):\n" + "\n".join(lines)
     with open(FLAGS.output, "w") as f:
-        json.dump({"table": table, "commands": commands, "markdown": text}, f, indent=1)
+        json.dump(out, f, indent=1)
     plot(table, os.path.splitext(FLAGS.output)[0] + ".png")
     print(text)
 

@@ -32,6 +32,13 @@ class UnrollOptions:
     log_loss: bool = option(False, "Meta-loss on log f_t: every decade of progress counts (LASSO, quadratics; needs f > 0).")
     relative_loss: bool = option(False, "Meta-loss on f_t / f_0, the loss relative to the optimizee's initial loss: "
                                  "tasks whose losses differ by orders of magnitude weigh alike (task families).")
+    meta_objective: str = option("train", "What the meta-loss scores at the unrolled parameters: the training batches' loss, "
+                                 "the loss on validation batches held out of the task's training split (never its test "
+                                 "split; Metz et al. 2019), or a mix (--validation_weight).",
+                                 choices=("train", "validation", "mix"))
+    validation_weight: float = option(0.5, "meta_objective=mix: the validation loss's share of the meta-objective.")
+    validation_examples: int = option(5000, "meta_objective validation/mix: training examples held out as the "
+                                      "validation split (the last ones of the train split).")
     # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
     recompute: bool = option(False, "Recompute the rule's activations in the backward pass: less memory for long unrolls.")
     # XLA's stateless random ops draw other numbers than TF's kernels for the same seed, so an XLA
@@ -41,9 +48,19 @@ class UnrollOptions:
     native_kernel: bool = option(False, "Run the rule's LSTM stack (forward and backward) with l2o_tf's native fused "
                                  "CPU kernels (needs a C++ compiler; excludes --jit_compile).")
 
+    @property
+    def objective_validation_weight(self):
+        """The validation loss's share of the meta-objective (0 for ``train``)."""
+        return {"train": 0.0, "validation": 1.0}.get(self.meta_objective, self.validation_weight)
+
     def unroll_config(self):
+        if self.meta_objective == "mix" and not 0.0 < self.validation_weight < 1.0:
+            raise ValueError(f"meta_objective=mix needs 0 < validation_weight < 1, got {self.validation_weight}.")
+        if self.meta_objective != "train" and self.validation_examples < 1:
+            raise ValueError(f"meta_objective={self.meta_objective} needs validation_examples >= 1, "
+                             f"got {self.validation_examples}.")
         return unroll_lib.UnrollConfig(self.unroll, self.second_order, self.loss_weights, self.recompute, self.log_loss,
-                                       self.relative_loss)
+                                       self.relative_loss, self.objective_validation_weight)
 
 
 @dataclasses.dataclass
@@ -69,7 +86,8 @@ class PenaltyOptions:
     # The flatness of where a trajectory ends is what the penalty is for; penalising its first steps slows them.
     reg_trajectory_start: int = option(0, "Optimizee step of each trajectory from which the penalty is on "
                                        "(a multiple of --unroll): penalise where trajectories end, not their first steps.")
-    reg_num_probes: int = option(1, "hessian_trace: Rademacher probes.")
+    reg_num_probes: int = option(1, "hessian_trace, adaptive_trace: Rademacher probes.")
+    reg_eta: float = option(0.01, "adaptive_trace: eta in T = |w| + eta (keeps zero weights in the measure).")
     reg_num_iters: int = option(10, "hessian_eig: power iterations.")
     reg_gamma: float = option(1.0, "local_entropy: coupling gamma.")
     reg_sgld_steps: int = option(10, "local_entropy: SGLD steps per estimate.")
@@ -80,6 +98,7 @@ class PenaltyOptions:
             return None
         options = {
             "hessian_trace": {"num_probes": self.reg_num_probes},
+            "adaptive_trace": {"num_probes": self.reg_num_probes, "eta": self.reg_eta},
             "hessian_eig": {"num_iters": self.reg_num_iters},
             "local_entropy": {"gamma": self.reg_gamma, "num_steps": self.reg_sgld_steps},
         }.get(self.regularizer, {})

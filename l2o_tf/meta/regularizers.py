@@ -47,11 +47,39 @@ def hessian_trace(loss_fn, params, num_probes=1, seed=0):
     """
     if num_probes < 1:
         raise ValueError(f"hessian_trace needs num_probes >= 1, got {num_probes}.")
+    return _hutchinson(loss_fn, params, num_probes, seed)
+
+
+def _hutchinson(loss_fn, params, num_probes, seed, scales=None):
+    """``mean_i (T v_i)^T H (T v_i)``: ``tr(T H T)`` (``tr(H)`` without ``scales``) by Rademacher probes."""
     estimates = []
     for i in range(num_probes):
         v = _rademacher(params, seed, i)
+        if scales is not None:
+            v = [s * r for s, r in zip(scales, v)]
         estimates.append(_dot(v, hessian_vector_product(loss_fn, params, v)))
     return tf.add_n(estimates) / float(num_probes)
+
+
+def adaptive_trace(loss_fn, params, num_probes=1, eta=0.01, seed=0, loss_floor=1e-4):
+    """Scale-invariant sharpness: ``tr(T H T) / f`` with ``T = diag(|w| + eta)`` (Hutchinson estimate).
+
+    Why not ``tr(H)``: it falls when the logits of a classifier saturate (Dinh et al. 2017: Hessian
+    sharpness is not invariant to rescaling), which is how learned optimizers met the Hessian
+    penalty.  Here each curvature ``H_ii`` is weighed by ``w_i^2`` (ASAM's adaptive
+    neighbourhood, Kwon et al. 2021), so rescaling one layer by ``a`` and the next by ``1 / a``
+    (a ReLU network's symmetry) leaves it unchanged (exactly at ``eta = 0``), and it is divided
+    by the loss: scaling a classifier's logits by ``a`` shrinks ``H`` and ``f`` alike
+    (``~exp(-a margin)``) while ``w^2`` grows, so saturation raises it.  ``eta`` keeps
+    coordinates at zero (biases at initialisation) in the measure; ``loss_floor`` keeps it finite
+    at zero loss.  Unbiased in the numerator: ``E[(T v)^T H (T v)] = sum_i (|w_i| + eta)^2 H_ii``
+    for Rademacher ``v``, exact when ``H`` is diagonal.
+    """
+    if num_probes < 1 or eta < 0 or loss_floor <= 0:
+        raise ValueError(f"adaptive_trace needs num_probes >= 1, eta >= 0, loss_floor > 0; got num_probes={num_probes}, "
+                         f"eta={eta}, loss_floor={loss_floor}.")
+    scaled_trace = _hutchinson(loss_fn, params, num_probes, seed, scales=[tf.abs(p) + eta for p in params])
+    return scaled_trace / (loss_fn(params) + loss_floor)
 
 
 def hessian_top_eigenvalue(loss_fn, params, num_iters=20, seed=0):
@@ -140,12 +168,13 @@ class Penalty:
 PENALTIES = {
     "hessian_trace": hessian_trace,
     "hessian_eig": hessian_top_eigenvalue,
+    "adaptive_trace": adaptive_trace,
     "local_entropy": local_entropy,
 }
 
 
 def get(name):
-    """A penalty by its flag name: ``hessian_trace``, ``hessian_eig`` or ``local_entropy``."""
+    """A penalty by its flag name: ``hessian_trace``, ``hessian_eig``, ``adaptive_trace`` or ``local_entropy``."""
     if name not in PENALTIES:
         raise ValueError(f"Unknown regularizer {name!r}; known: none, {', '.join(sorted(PENALTIES))}.")
     return PENALTIES[name]

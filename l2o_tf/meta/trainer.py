@@ -116,13 +116,24 @@ class MetaTrainer:
             return [build() for build in task.builders]
         if task is not None:
             return [task]
-        if config.task_family == ("general",):
-            family = tasks.general.family(config.family_size, data_dir=config.task_kwargs.get("data_dir"))
-        elif config.task_family:  # a family over the shift knob sigma
-            family = tasks.family(config.task, config.task_family, **config.task_kwargs)
-        else:
-            return [tasks.get(config.task, **config.task_kwargs)]
-        return [build() for build in family.builders]
+        unrolling, kwargs = config.unrolling, dict(config.task_kwargs)
+        if unrolling.meta_objective != "train":
+            kwargs["validation_examples"] = unrolling.validation_examples
+        try:
+            if config.task_family == ("general",):
+                family = tasks.general.family(config.family_size, data_dir=kwargs.get("data_dir"),
+                                              validation_examples=kwargs.get("validation_examples", 0))
+            elif config.task_family:  # a family over the shift knob sigma
+                family = tasks.family(config.task, config.task_family, **kwargs)
+            else:
+                return [tasks.get(config.task, **kwargs)]
+            return [build() for build in family.builders]
+        except TypeError as e:
+            if "validation_examples" not in str(e):
+                raise
+            raise ValueError(f"--meta_objective={unrolling.meta_objective} needs a validation split held out of the "
+                             f"task's training data, and task {config.task!r} has no training split (only Keras-model "
+                             f"tasks do).") from None
 
     def _stacked(self, value):
         return tf.stack([value] * self.config.distribution.optimizees)
@@ -207,7 +218,8 @@ class MetaTrainer:
 
     def _run_fn(self, task, params, state, seed, num_steps):
         with kernels.native(self.config.unrolling.native_kernel):
-            return unroll_lib.run(task, self.rule, params, state, seed, 0, num_steps)
+            objective = self.unroll_config if self.unroll_config.validation_weight else None
+            return unroll_lib.run(task, self.rule, params, state, seed, 0, num_steps, objective)
 
     # -- bookkeeping -----------------------------------------------------------
     def _penalized(self):
@@ -280,8 +292,9 @@ class MetaTrainer:
         return bool(latest)
 
     def validate(self):
-        """Mean training loss over the current trajectory length on held-out optimizee seeds, scored as the
-        meta-loss scores it (relative to the initial loss with ``relative_loss``, its log with ``log_loss``)."""
+        """Mean loss over the current trajectory length on held-out optimizee seeds, scored as the meta-loss
+        scores it (the validation split mixed in by ``meta_objective``, relative to the initial loss with
+        ``relative_loss``, its log with ``log_loss``)."""
         values = []
         for i in range(self.config.schedule.validation_seeds):
             seed, member = seeds.VALIDATION + i, i % len(self.tasks)  # a family: its members in turn

@@ -72,6 +72,10 @@ class UnrollConfig:
     Needs ``f_t > 0``.  ``relative_loss``: weigh ``f_t / f_0``, the loss relative to the
     optimizee's initial loss (the ``loss_scale`` the unroll is given), so that tasks whose
     losses differ by orders of magnitude weigh alike in one meta-batch (task families).
+    ``validation_weight``: the meta-objective's share of the loss on the task's validation split
+    (held out of its training data) at the same parameters: 0 trains on the training loss
+    (L2L), 1 on the validation loss (Metz et al. 2019: optimizers meta-trained so generalize
+    better), in between a mix.  Costs one more forward pass per step.
     """
 
     length: int = 20
@@ -80,8 +84,11 @@ class UnrollConfig:
     recompute: bool = False
     log_loss: bool = False
     relative_loss: bool = False
+    validation_weight: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= self.validation_weight <= 1.0:
+            raise ValueError(f"validation_weight must be in [0, 1], got {self.validation_weight}.")
         if self.length < 1:
             raise ValueError(f"unroll length must be >= 1, got {self.length}.")
         if self.loss_weights not in ("uniform", "increasing"):
@@ -95,6 +102,15 @@ class UnrollConfig:
                 raise ValueError("relative_loss needs the optimizee's initial loss (loss_scale).")
             losses = losses / tf.stop_gradient(loss_scale)
         return tf.math.log(losses) if self.log_loss else losses
+
+    def objective(self, task, params, train_loss, seed, step):
+        """The meta-objective's loss at ``params``: ``train_loss`` (on the training batch of ``step``), mixed with
+        the loss on the validation batch of ``step`` by ``validation_weight``."""
+        w = self.validation_weight
+        if not w:
+            return train_loss
+        validation_loss = task.loss(params, task.validation_batch(seed, step))
+        return validation_loss if w == 1.0 else (1.0 - w) * train_loss + w * validation_loss
 
     def weights(self):
         k = self.length
@@ -124,6 +140,9 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
     ``f(params_t)``.  Call inside a ``GradientTape`` to get the meta-gradient
     with respect to the rule's weights.
 
+    With ``config.validation_weight`` the ``f`` of the meta-loss mixes in the validation split's loss
+    (:meth:`UnrollConfig.objective`); ``losses`` stay the training losses.
+
     ``teacher=(rule, state, beta)`` adds imitation of a hand-designed teacher
     such as Adam.  ``penalty`` (a :class:`l2o_tf.meta.regularizers.Penalty`)
     adds ``alpha * R(params_t)`` on the batch of step ``t`` for every
@@ -131,12 +150,12 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
     initial loss, for ``config.relative_loss``.
     """
     weights = config.weights()
-    losses, imitation, penalty_sum = [], 0.0, tf.constant(0.0)
+    losses, objectives, imitation, penalty_sum = [], [], 0.0, tf.constant(0.0)
     if config.recompute:
         rule = _Recomputed(rule)
     for k in range(config.length):
         step = start_step + k
-        batch = task.train_batch(seed, step)
+        batch, at = task.train_batch(seed, step), params
         if teacher is None:
             loss_k, params, state = optimizee_step(task, rule, params, state, batch, step, config.second_order)
         else:
@@ -150,9 +169,12 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             penalty_sum += penalty(lambda p, b=batch: task.loss(p, b), params, penalty_seed)
         if k > 0:
             losses.append(loss_k)
-    losses.append(task.loss(params, task.train_batch(seed, start_step + config.length)))
+            objectives.append(config.objective(task, at, loss_k, seed, step))
+    end = start_step + config.length
+    losses.append(task.loss(params, task.train_batch(seed, end)))
+    objectives.append(config.objective(task, params, losses[-1], seed, end))
     losses = tf.stack(losses)
-    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(losses, loss_scale))
+    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(tf.stack(objectives), loss_scale))
     if penalty is not None:
         meta_loss += penalty.weight * penalty_sum
     teacher_state = None
@@ -175,19 +197,22 @@ class _Recomputed:
         return self.apply(grads, params, state, step)
 
 
-def run(task, rule, params, state, seed, start_step, num_steps):
+def run(task, rule, params, state, seed, start_step, num_steps, objective=None):
     """Apply the rule for ``num_steps`` steps without meta-gradients (evaluation, validation).
 
     A ``tf.while_loop``: the graph does not grow with ``num_steps``.  Returns
     ``(params, state, losses)`` where ``losses[t]`` is the minibatch loss
-    before update ``t``.
+    before update ``t``; with ``objective`` (an :class:`UnrollConfig`), the meta-objective's loss
+    there instead (the validation split mixed in as meta-training mixes it).
     """
     losses = tf.TensorArray(tf.float32, size=num_steps)
 
     def body(t, params, state, losses):
         step = tf.cast(start_step, tf.int64) + tf.cast(t, tf.int64)
-        loss, params, state = optimizee_step(task, rule, params, state, task.train_batch(seed, step), step)
-        return t + 1, params, state, losses.write(t, loss)
+        loss, new_params, state = optimizee_step(task, rule, params, state, task.train_batch(seed, step), step)
+        if objective is not None:
+            loss = objective.objective(task, params, loss, seed, step)
+        return t + 1, new_params, state, losses.write(t, loss)
 
     _, params, state, losses = tf.while_loop(
         lambda t, *_: t < num_steps, body, (tf.constant(0), params, state, losses)

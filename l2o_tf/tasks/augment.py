@@ -38,6 +38,9 @@ class _Wrapped(Task):
     def train_batch(self, seed, step):
         return self.task.train_batch(seed, step)
 
+    def validation_batch(self, seed, step):
+        return self.task.validation_batch(seed, step)
+
     def observed_gradients(self, grads, batch):
         return self.task.observed_gradients(grads, batch)
 

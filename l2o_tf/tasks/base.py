@@ -28,6 +28,14 @@ class Task:
         """The training batch of optimizee ``seed`` at ``step`` (graph-safe, deterministic)."""
         raise NotImplementedError
 
+    def validation_batch(self, seed, step):
+        """A batch from the task's validation split: held out of the *training* data, never the test split
+        (the validation meta-objective).  Tasks without one say so."""
+        raise ValueError(
+            f"task {self.name!r} has no validation split: the validation meta-objective needs a Keras-model task "
+            f"whose training split can be held out (validation_examples > 0)."
+        )
+
     def observed_gradients(self, grads, batch):
         """The gradients the optimizer sees on ``batch`` (augmentations add noise; by default the true ones)."""
         return grads

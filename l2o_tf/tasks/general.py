@@ -199,8 +199,9 @@ def _token_ids(x):
     return tf.cast(x, tf.int32)
 
 
-def build(config, data_dir=None):
-    """The task of ``config`` (a :class:`TaskConfig`, or a seed to :func:`sample`)."""
+def build(config, data_dir=None, validation_examples=0):
+    """The task of ``config`` (a :class:`TaskConfig`, or a seed to :func:`sample`); ``validation_examples``
+    of its training split held out for the validation meta-objective (``KerasModelTask``)."""
     if not isinstance(config, TaskConfig):
         config = sample(config)
     model_fn = _model_fn(config)
@@ -208,7 +209,7 @@ def build(config, data_dir=None):
     if config.kind in ("char_rnn", "transformer_lm"):
         task = KerasModelTask(config.name, model_fn, functools.partial(text.char_windows, config.seq_len), sparse,
                               batch_size=config.batch_size, preprocess=_token_ids,
-                              eval_train_examples=2000)
+                              eval_train_examples=2000, validation_examples=validation_examples)
     elif config.kind == "autoencoder":
         scale = _SCALE[config.dataset]
 
@@ -218,12 +219,13 @@ def build(config, data_dir=None):
 
         task = KerasModelTask(config.name, model_fn,
                               functools.partial(_autoencoder_pairs, config.dataset, config.resolution, data_dir),
-                              reconstruction, batch_size=config.batch_size, preprocess=scale, classification=False)
+                              reconstruction, batch_size=config.batch_size, preprocess=scale, classification=False,
+                              validation_examples=validation_examples)
     else:
         task = KerasModelTask(config.name, model_fn,
                               functools.partial(_images, config.dataset, config.resolution, data_dir), sparse,
                               batch_size=config.batch_size, preprocess=_SCALE[config.dataset],
-                              batch_statistics=config.batch_norm)
+                              batch_statistics=config.batch_norm, validation_examples=validation_examples)
     task.config = config
     if config.param_decades:
         task = augment.Reparametrized.log_uniform(task, config.seed, config.param_decades)
@@ -232,11 +234,11 @@ def build(config, data_dir=None):
     return task
 
 
-def family(size=16, first_seed=0, data_dir=None, extra_tasks=()):
+def family(size=16, first_seed=0, data_dir=None, extra_tasks=(), validation_examples=0):
     """A :class:`TaskFamily` of the ``size`` tasks of seeds ``first_seed ...``; ``extra_tasks`` join it
     (for example ``l2o_tf.tasks.from_keras_model(...)`` of the user's own model)."""
     if size < 1 and not extra_tasks:
         raise ValueError(f"the general family needs size >= 1 (or extra tasks), got {size}.")
-    builders = [functools.partial(build, sample(first_seed + i), data_dir) for i in range(size)]
+    builders = [functools.partial(build, sample(first_seed + i), data_dir, validation_examples) for i in range(size)]
     builders += [lambda task=task: task for task in extra_tasks]
     return TaskFamily(f"general[{first_seed}:{first_seed + size}]", builders)

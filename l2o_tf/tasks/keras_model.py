@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from l2o_tf import seeds
 from l2o_tf.tasks.base import Task
 
 
@@ -33,6 +34,10 @@ class KerasModelTask(Task):
         train_examples: train on only the first ``train_examples`` examples of the train
             split (``None``: all of it): a small-data regime where the optimizee overfits and
             the generalization gap, not training progress, limits test accuracy.
+        validation_examples: hold out the last ``validation_examples`` examples of the train split
+            as a validation split (never the test split): :meth:`validation_batch` draws from it (the
+            validation meta-objective, Metz et al. 2019), ``evaluate`` scores it, and training uses
+            the rest (``train_examples`` then counts from its start).
         batch_statistics: run the model with ``training=True`` (BatchNorm on batch statistics).
         classification: whether outputs are class logits (``evaluate`` reports accuracy, per
             element of ``y``: per token for sequence models); False for regression and autoencoders.
@@ -49,6 +54,7 @@ class KerasModelTask(Task):
         eval_train_examples=10000,
         eval_batch_size=2000,
         train_examples=None,
+        validation_examples=0,
         batch_statistics=False,
         classification=True,
     ):
@@ -57,6 +63,9 @@ class KerasModelTask(Task):
         if train_examples is not None and int(train_examples) < 1:
             raise ValueError(f"{name}: train_examples must be >= 1 (or None for the whole train split), got {train_examples}.")
         self.train_examples = None if train_examples is None else int(train_examples)
+        if int(validation_examples) < 0:
+            raise ValueError(f"{name}: validation_examples must be >= 0, got {validation_examples}.")
+        self.validation_examples = int(validation_examples)
         self.name = name
         self.model_fn = model_fn
         self.batch_size = int(batch_size)
@@ -68,6 +77,7 @@ class KerasModelTask(Task):
         self.classification = bool(classification)
         self._dataset = dataset
         self._arrays = None
+        self._validation = None
         self._template = None
 
     # -- data ---------------------------------------------------------------
@@ -95,17 +105,25 @@ class KerasModelTask(Task):
                 f"train split, got x_train {len(x_train)}, y_train {len(y_train)}, "
                 f"x_test {len(x_test)}, y_test {len(y_test)}."
             )
+        held_out = self.validation_examples
+        if held_out and held_out >= len(x_train):
+            raise ValueError(f"{self.name}: validation_examples={held_out} leaves no training examples in the train "
+                             f"split ({self._source}, {len(x_train)} examples).")
+        x_valid, y_valid = x_train[len(x_train) - held_out:], y_train[len(y_train) - held_out:]
+        x_train, y_train = x_train[: len(x_train) - held_out], y_train[: len(y_train) - held_out]
         if self.train_examples is not None:
             if self.train_examples > len(x_train):
                 raise ValueError(
                     f"{self.name}: train_examples={self.train_examples} but the train split "
-                    f"({self._source}) has only {len(x_train)} examples."
+                    f"({self._source}) has only {len(x_train)} examples"
+                    + (f" once validation_examples={held_out} are held out." if held_out else ".")
                 )
             x_train, y_train = x_train[: self.train_examples], y_train[: self.train_examples]
         # Eager tensors (even when first loaded while tracing): captured by reference in
         # tf.function, never baked into graphs.
         with tf.init_scope():
             self._arrays = tuple(tf.convert_to_tensor(a) for a in (x_train, y_train, x_test, y_test))
+            self._validation = tuple(tf.convert_to_tensor(a) for a in (x_valid, y_valid)) if held_out else None
         return self._arrays
 
     @property
@@ -118,6 +136,16 @@ class KerasModelTask(Task):
         key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
         indices = tf.random.stateless_uniform([self.batch_size], key, 0, self.num_train, tf.int32)
         return self.preprocess(tf.gather(x_train, indices)), tf.gather(y_train, indices)
+
+    def validation_batch(self, seed, step):
+        """``batch_size`` validation examples (with replacement), from a stream independent of the training batches."""
+        self._load()
+        if self._validation is None:
+            return super().validation_batch(seed, step)
+        x_valid, y_valid = self._validation
+        key = seeds.validation_batch(seed, step)
+        indices = tf.random.stateless_uniform([self.batch_size], key, 0, int(x_valid.shape[0]), tf.int32)
+        return self.preprocess(tf.gather(x_valid, indices)), tf.gather(y_valid, indices)
 
     def sharpness_batch(self, seed=0, size=2000):
         """The first ``size`` training examples: one fixed, larger batch for Hessian measurements."""
@@ -149,12 +177,16 @@ class KerasModelTask(Task):
 
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, params, seed=0):
-        """Train loss on the first ``eval_train_examples``; test loss and accuracy on the whole test split."""
+        """Train loss on the first ``eval_train_examples``; test loss and accuracy on the whole test split;
+        validation loss and accuracy on the validation split, if the task holds one out."""
         x_train, y_train, x_test, y_test = self._load()
         n_train = min(self.eval_train_examples, self.num_train)
         train_loss, _ = self._score(params, x_train[:n_train], y_train[:n_train])
         test_loss, test_accuracy = self._score(params, x_test, y_test)
-        return {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}
+        metrics = {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}
+        if self._validation is not None:
+            metrics["validation_loss"], metrics["validation_accuracy"] = self._score(params, *self._validation)
+        return metrics
 
     def _score(self, params, x, y):
         total_loss, correct, count, elements = 0.0, 0.0, 0, 0
