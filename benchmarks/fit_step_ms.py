@@ -27,10 +27,11 @@ def conv_1m():
 
 OPTIMIZERS = {
     "keras_adam": lambda: keras.optimizers.Adam(1e-3),
-    "rnnprop": lambda: LearnedOptimizer(rules.RNNprop()),
-    "rnnprop_fused": lambda: LearnedOptimizer(rules.RNNprop(), fused=True),
-    "dmlstm": lambda: LearnedOptimizer(rules.DMLSTM()),
-    "dmlstm_fused": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True),
+    # Uncompiled TensorFlow rule steps (jit_compile=False; the default, "auto", compiles them with XLA).
+    "rnnprop": lambda: LearnedOptimizer(rules.RNNprop(), jit_compile=False),
+    "rnnprop_fused": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, jit_compile=False),
+    "dmlstm": lambda: LearnedOptimizer(rules.DMLSTM(), jit_compile=False),
+    "dmlstm_fused": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, jit_compile=False),
     # The rule step compiled with XLA on its own (Keras leaves the train step uncompiled on a CPU).
     "rnnprop_fused_xla": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, jit_compile=True),
     "dmlstm_fused_xla": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, jit_compile=True),
@@ -38,9 +39,13 @@ OPTIMIZERS = {
     "rnnprop_fused_native": lambda: LearnedOptimizer(rules.RNNprop(), fused=True, native_kernel=True),
     "dmlstm_fused_native": lambda: LearnedOptimizer(rules.DMLSTM(), fused=True, native_kernel=True),
     # The per-parameter MLP with Adafactor features: a few hundred FLOPs per parameter.
-    "adafac_mlp": lambda: LearnedOptimizer(rules.AdafacMLP()),
-    "adafac_mlp_fused": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True),
+    "adafac_mlp": lambda: LearnedOptimizer(rules.AdafacMLP(), jit_compile=False),
+    "adafac_mlp_fused": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True, jit_compile=False),
+    "adafac_mlp_xla": lambda: LearnedOptimizer(rules.AdafacMLP()),  # the default: per variable, XLA
     "adafac_mlp_fused_xla": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True, jit_compile=True),
+    # The general run's rule (hidden 2x8, Adam prior), as users get it by default.
+    "general_rule_xla": lambda: LearnedOptimizer(
+        rules.AdafacMLP(hidden_size=8, adam_prior=1.0, zero_init_output=True, exp_mult=0.3)),
 }
 
 

@@ -60,21 +60,23 @@ class AdaptOnFit(keras.callbacks.Callback):
         keep = True
         if self.keep_if_better:
             check_seed = seeds.adaptation_round(self.seed, self.adaptations) + self.steps  # past the adaptation's
-            keep = self._held_out_loss(adapted, task, check_seed) < self._held_out_loss(optimizer.rule, task, check_seed)
+            adapted_loss, current_loss = self._held_out_losses(optimizer.rule, [adapted, optimizer.rule], task, check_seed)
+            keep = adapted_loss < current_loss
         if keep:
             for target, source in zip(optimizer.rule.weights, adapted.weights):
                 target.assign(source.value)
         self.kept.append(bool(keep))
         self.adaptations += 1
 
-    def _held_out_loss(self, rule, task, first_seed):
-        """Mean meta-loss of ``rule`` over ``check_unrolls`` unrolls from the model's current weights."""
+    def _held_out_losses(self, rule, candidates, task, first_seed):
+        """Mean meta-loss of each candidate's weights (in ``rule``) over the same ``check_unrolls`` unrolls from the
+        model's current weights; one compiled unroll serves every candidate (the weights are its arguments)."""
         config = unroll_lib.UnrollConfig(self.unroll)
-        weights = [w.value for w in rule.trainable_weights]
-        loss = tf.function(lambda start, seed: adaptation.unroll_meta_loss(rule, weights, task, start, seed, config))
-        return float(np.mean([
-            loss(adaptation.fresh_optimizee(rule, task, first_seed + i), tf.constant(first_seed + i, tf.int64))
-            for i in range(self.check_unrolls)]))
+        loss = tf.function(lambda weights, start, seed: adaptation.unroll_meta_loss(rule, weights, task, start, seed, config))
+        starts = [(adaptation.fresh_optimizee(rule, task, first_seed + i), tf.constant(first_seed + i, tf.int64))
+                  for i in range(self.check_unrolls)]
+        return [float(np.mean([loss([w.value for w in candidate.trainable_weights], *start) for start in starts]))
+                for candidate in candidates]
 
     def on_train_begin(self, logs=None):
         self._adapt()

@@ -50,7 +50,7 @@ class SuiteTask:
 # -- data (float inputs ready for the model, so AdaptOnFit's unrolls see what fit sees) ------------
 @functools.lru_cache(maxsize=8)
 def _images(dataset, resolution, data_dir=None, flatten_targets=False):
-    raw = general._images(dataset, resolution, data_dir)
+    raw = general.images(dataset, resolution, data_dir)
     scale = scale_mnist if dataset == "mnist" else scale_cifar
     x_train, x_test = scale(raw.x_train).numpy(), scale(raw.x_test).numpy()
     if flatten_targets:  # an autoencoder: the target is the input, flattened

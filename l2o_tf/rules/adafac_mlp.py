@@ -116,14 +116,25 @@ class AdafacMLP(UpdateRule):
             if grads.shape[0] is None:
                 raise ValueError(f"{type(self).__name__} needs the layout of its coordinates (or a static number of them).")
             layout = Layout.flat(grads.shape[0])
-        features, new_state = self.features(grads, params, state, layout)
-        embedding = tf.broadcast_to(step_embedding(step), [tf.shape(features)[0], len(TIMESCALES)])
-        context, context_state = self.context(features, state[:, new_state.shape[1]:], layout)
-        net = tf.concat([features, embedding, context], axis=1)
-        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
-            net = tf.matmul(net, kernel) + bias
-            if i < len(self.kernels) - 1:
-                net = tf.nn.relu(net)
+        raw, new_state = self.raw_features(grads, params, state, layout)
+        scale = self.feature_scale(raw, layout)
+        # The first layer, split by input: features @ W_f + embedding @ W_e + context @ W_c.  The step embedding is
+        # the same for every coordinate (one row, no [n, 11] block), and a one-tensor layout's per-feature scale
+        # folds into W_f; equal to the concatenated form up to float rounding, without materialising it.
+        num_features, kernel = self.num_features, self.kernels[0]
+        feature_kernel = kernel[:num_features]
+        if scale.shape[0] == 1:
+            net = tf.matmul(raw, tf.transpose(scale) * feature_kernel)
+        else:
+            net = tf.matmul(raw * scale, feature_kernel)
+        embedding = step_embedding(step)[None, :]
+        net += tf.matmul(embedding, kernel[num_features:num_features + len(TIMESCALES)]) + self.biases[0]
+        context_state = state[:, new_state.shape[1]:]
+        if self.context_size:
+            context, context_state = self.context(raw * scale, context_state, layout)
+            net += tf.matmul(context, kernel[num_features + len(TIMESCALES):])
+        for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
+            net = tf.matmul(tf.nn.relu(net), kernel) + bias
         direction, magnitude = net[:, 0], net[:, 1]
         scale = tf.exp(self.exp_mult * magnitude) * self.step_mult
         updates = -direction * scale
@@ -139,6 +150,16 @@ class AdafacMLP(UpdateRule):
 
     def features(self, grads, params, state, layout):
         """The per-tensor normalised features ``[n, num_features]`` and the new moment state."""
+        raw, new_state = self.raw_features(grads, params, state, layout)
+        return raw * self.feature_scale(raw, layout), new_state
+
+    @staticmethod
+    def feature_scale(raw, layout):
+        """Each feature's ``1 / RMS`` over its tensor (``[1, F]`` for a one-tensor layout, else ``[n, F]``)."""
+        return tf.math.rsqrt(layout.tensor_mean(tf.square(raw), broadcastable=True) + 1e-5)
+
+    def raw_features(self, grads, params, state, layout):
+        """The features before normalisation ``[n, num_features]`` and the new moment state."""
         m_count, f_count = len(self.momentum_decays), len(self.adafactor_decays)
         m_prev, rms_prev = state[:, :m_count], state[:, m_count]
         rows_prev = state[:, m_count + 1:m_count + 1 + f_count]
@@ -153,18 +174,25 @@ class AdafacMLP(UpdateRule):
         row_means, col_means = layout.factored_means(g2)
         rows = f_decays * rows_prev + (1.0 - f_decays) * row_means
         cols = f_decays * cols_prev + (1.0 - f_decays) * col_means
-        factored = layout.factored()[:, None]
-        row_scale = rows / (layout.tensor_mean(rows) + 1e-30)  # r / mean(r): Adafactor's normalised row factor
-        v_hat = tf.where(factored, row_scale * cols, rows)
+        row_scale = rows / (layout.tensor_mean(rows, broadcastable=True) + 1e-30)  # r / mean(r): Adafactor's row factor
+
+        def factored_or_not(if_factored, if_not):  # a static choice where every tensor is (or none is) factored
+            kinds = set(layout.factored_kinds)
+            if kinds == {True}:
+                return if_factored()
+            if kinds == {False}:
+                return if_not()
+            return tf.where(layout.factored()[:, None], if_factored(), if_not())
+
+        v_hat = factored_or_not(lambda: row_scale * cols, lambda: rows)
         fac_g = g * tf.math.rsqrt(v_hat + 1e-30)
         rsqrt_rms = tf.math.rsqrt(rms[:, None] + 1e-6)
-        fac_mom = m * tf.where(factored, tf.math.rsqrt(row_scale + 1e-9) * tf.math.rsqrt(cols + 1e-9),
-                               tf.math.rsqrt(rows + 1e-6))
+        fac_mom = m * factored_or_not(lambda: tf.math.rsqrt(row_scale + 1e-9) * tf.math.rsqrt(cols + 1e-9),
+                                      lambda: tf.math.rsqrt(rows + 1e-6))
         features = tf.concat([
             g, params[:, None], m, rms[:, None], m * rsqrt_rms, rsqrt_rms, fac_g,
             rows, cols, tf.math.rsqrt(rows + 1e-8), tf.math.rsqrt(cols + 1e-8), fac_mom,
         ], axis=1)
-        features = features * tf.math.rsqrt(layout.tensor_mean(tf.square(features)) + 1e-5)
         return features, tf.concat([m, rms[:, None], rows, cols], axis=1)
 
 

@@ -53,8 +53,14 @@ class Layout:
     def _segment_ids(self):
         return np.repeat(np.arange(self.num_tensors, dtype=np.int32), self.sizes)
 
-    def tensor_mean(self, x):
-        """Mean of ``x`` ``[n, ...]`` over each tensor's coordinates, broadcast back to ``[n, ...]``."""
+    def tensor_mean(self, x, broadcastable=False):
+        """Mean of ``x`` ``[n, ...]`` over each tensor's coordinates, broadcast back to ``[n, ...]``.
+
+        With ``broadcastable``, a one-tensor layout's mean comes back as ``[1, ...]``: it broadcasts
+        against ``x`` without materialising ``[n, ...]`` (``fit``'s per-variable step: one pass less).
+        """
+        if broadcastable and self.num_tensors == 1:
+            return tf.reduce_mean(x, axis=0, keepdims=True)
         # unsorted_segment_sum, not segment_mean: XLA (jit_compile) compiles only the former.
         sums = tf.math.unsorted_segment_sum(x, tf.constant(self._segment_ids), self.num_tensors)
         sizes = tf.reshape(tf.constant(self.sizes, x.dtype), [-1] + [1] * (len(x.shape) - 1))
@@ -88,9 +94,14 @@ class Layout:
             cols.append(tf.reshape(tf.broadcast_to(tf.reduce_mean(grid, axis=-3, keepdims=True), grid.shape), [-1, k]))
         return tf.concat(rows, axis=0), tf.concat(cols, axis=0)
 
+    @property
+    def factored_kinds(self):
+        """Per tensor, whether it has a row / column factorisation (rank >= 2)."""
+        return tuple(len(s) >= 2 for s in self.shapes)
+
     def factored(self):
         """Per coordinate, whether its tensor has a row / column factorisation (rank >= 2): bool ``[n]``."""
-        return tf.constant(np.repeat([len(s) >= 2 for s in self.shapes], self.sizes))
+        return tf.constant(np.repeat(self.factored_kinds, self.sizes))
 
     def to_json(self):
         return [list(shape) for shape in self.shapes]

@@ -101,7 +101,7 @@ def sample(seed):
 
 # -- data --------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
-def _images(name, resolution, data_dir):
+def images(name, resolution, data_dir):
     """``name`` with images area-resized to ``resolution`` (uint8 again: batches are cast per step)."""
     full = data.load(name, data_dir)
     if resolution is None:
@@ -116,9 +116,9 @@ def _images(name, resolution, data_dir):
 
 
 def _autoencoder_pairs(name, resolution, data_dir):
-    images = _images(name, resolution, data_dir)
-    return types.SimpleNamespace(x_train=images.x_train, y_train=images.x_train, x_test=images.x_test,
-                                 y_test=images.x_test, source=images.source)
+    pictures = images(name, resolution, data_dir)
+    return types.SimpleNamespace(x_train=pictures.x_train, y_train=pictures.x_train, x_test=pictures.x_test,
+                                 y_test=pictures.x_test, source=pictures.source)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def build(config, data_dir=None, validation_examples=0):
                               validation_examples=validation_examples)
     else:
         task = KerasModelTask(config.name, model_fn,
-                              functools.partial(_images, config.dataset, config.resolution, data_dir), sparse,
+                              functools.partial(images, config.dataset, config.resolution, data_dir), sparse,
                               batch_size=config.batch_size, preprocess=_SCALE[config.dataset],
                               batch_statistics=config.batch_norm, validation_examples=validation_examples)
     task.config = config
