@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.timing import emit
-from l2o_tf import LearnedOptimizer, rules
+from l2o_tf import LearnedOptimizer, rules, suite
 
 
 def mlp():
@@ -67,16 +67,21 @@ class StepTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def step_ms(build_model, make_optimizer, steps=10, repeats=3):
-    """Median train-step time over ``repeats`` fits of ``steps`` steps, after one warm-up fit."""
+def suite_conv_bn():
+    """The generalization suite's BatchNorm conv net (``conv_bn_cifar16_gap``: 16x16x3 inputs, batch 96 there)."""
+    return suite.get("conv_bn_cifar16_gap").model_fn()
+
+
+def step_ms(build_model, make_optimizer, steps=10, repeats=3, batch=128):
+    """Median train-step time over ``repeats`` fits of ``steps`` steps of ``batch`` examples, after one warm-up fit."""
     keras.utils.set_random_seed(0)
     model = build_model()
     model.compile(optimizer=make_optimizer(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    shape = (128 * steps,) + tuple(model.input_shape[1:])
+    shape = (batch * steps,) + tuple(model.input_shape[1:])
     gen = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices(
         (gen.uniform(size=shape).astype("float32"), gen.integers(0, 10, shape[0]))
-    ).batch(128).cache()
+    ).batch(batch).cache()
     model.fit(data, epochs=1, verbose=0)
     timer = StepTimer()
     for _ in range(repeats):
@@ -85,8 +90,9 @@ def step_ms(build_model, make_optimizer, steps=10, repeats=3):
 
 
 def measure(names=tuple(OPTIMIZERS)):
-    return {model_name: {name: step_ms(build, OPTIMIZERS[name]) for name in names}
-            for model_name, build in (("mnist_mlp", mlp), ("conv_1m", conv_1m))}
+    models = (("mnist_mlp", mlp, 128), ("conv_1m", conv_1m, 128), ("suite_conv_bn", suite_conv_bn, 96))
+    return {model_name: {name: step_ms(build, OPTIMIZERS[name], batch=batch) for name in names}
+            for model_name, build, batch in models}
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def test_every_kind_builds_a_deterministic_trainable_task(config):
         assert 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
+def test_a_member_first_used_inside_a_tf_function_loads_its_data_eagerly():
+    """A resumed run may validate on a member before training touched it: its first batch is drawn while the
+    validation unroll traces, and the loader (area resizing, ``.numpy()``) must still run eagerly."""
+    task = general.build(TINY[2])
+    x, y = tf.function(lambda: task.train_batch(0, 0))()
+    assert x.shape == (16, 8, 8, 1) and y.shape == (16, 8, 8, 1)
+
+
 def test_language_models_read_the_bundled_corpus_and_predict_the_next_character():
     windows = text.char_windows(8)
     np.testing.assert_array_equal(windows.x_train[0, 1:], windows.y_train[0, :-1])

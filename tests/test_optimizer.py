@@ -122,10 +122,21 @@ def test_fused_equals_per_variable():
 @pytest.mark.parametrize("fused", [False, True])
 def test_xla_rule_step_equals_the_plain_step(fused):
     """jit_compile (XLA's own tanh and fusions) changes rounding only."""
-    plain = _weights(_fit(l2o_tf.LearnedOptimizer(rules.RNNprop(seed=3), fused=fused), steps=6))
+    plain = _weights(_fit(l2o_tf.LearnedOptimizer(rules.RNNprop(seed=3), fused=fused, jit_compile=False), steps=6))
     fast = _fit(l2o_tf.LearnedOptimizer(rules.RNNprop(seed=3), fused=fused, jit_compile=True), steps=6)
     assert _max_diff(_weights(fast), plain) <= 1e-6
     assert _max_diff(plain, _weights(_mlp(1))) > 1e-4  # it did train
+
+
+def test_xla_is_the_default_and_the_config_keeps_the_choice():
+    """jit_compile="auto": XLA unless the native kernel runs the step; the config records "auto", not the
+    resolution, so a saved optimizer picks the fastest path where it is loaded."""
+    auto = l2o_tf.LearnedOptimizer(rules.Adam(1e-3))
+    assert auto.jit_compile and auto.get_config()["jit_compile"] == "auto"
+    assert l2o_tf.LearnedOptimizer.from_config(auto.get_config()).jit_compile
+    assert not l2o_tf.LearnedOptimizer(rules.Adam(1e-3), jit_compile=False).jit_compile
+    with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False, got 'yes'"):
+        l2o_tf.LearnedOptimizer(rules.Adam(1e-3), jit_compile="yes")
 
 
 def test_get_config_from_config_round_trip():

@@ -81,7 +81,7 @@ def main(argv):
         json.dump(result, f, indent=1)
     plot_curves({k: v["curve"] for k, v in result["methods"].items()}, os.path.splitext(FLAGS.output)[0] + ".png",
                 f"{FLAGS.optimizer} on an unseen MLP, mean of {FLAGS.seeds} seeds"
-                + (cli.SUBSET_TITLE if result["data_notice"] else ""),
+                + cli.subset_title(result["data_notice"]),
                 ylabel=f"training loss (mean per {FLAGS.log_every} steps)")
 
 

@@ -162,7 +162,12 @@ def config_from_flags(config_cls, **overrides):
 
 
 # Added to a plot's title when its results come from a subset.
-SUBSET_TITLE = "\nBUNDLED MNIST SUBSET, not the full data set"
+def subset_title(*notices):
+    """The plot-title line for ``notices`` (from :func:`subset_notice`): which subset, or nothing."""
+    notices = [n for n in notices if n]
+    if any("BUNDLED MNIST SUBSET" in n for n in notices):
+        return "\nBUNDLED MNIST SUBSET, not the full data set"
+    return "\nSOME DATA ARE SUBSETS of their data sets (see data_notice)" if notices else ""
 
 
 def subset_notice(dataset_or_source):

@@ -92,7 +92,7 @@ def suite_main():
         json.dump(out, f, indent=1)
     plot_path = os.path.splitext(FLAGS.output)[0] + ".png"
     suite.plot_grid(results, plot_path, f"generalization suite: mean over {FLAGS.seeds} seeds"
-                    + (cli.SUBSET_TITLE if notices else ""))
+                    + cli.subset_title(*notices))
     print(f"wrote {FLAGS.output} and {plot_path}")
 
 
@@ -144,7 +144,7 @@ def main(argv):
     plot_path = os.path.splitext(FLAGS.output)[0] + ".png"
     plot_curves({k: v["curve"] for k, v in results["optimizers"].items()}, plot_path,
                 f"{FLAGS.task}: mean over {FLAGS.seeds} seeds (band: +-1 std)"
-                + (cli.SUBSET_TITLE if notice else ""))
+                + cli.subset_title(notice))
     print(f"wrote {FLAGS.output} and {plot_path}")
 
 

@@ -90,7 +90,8 @@ class KerasModelTask(Task):
     def _load(self):
         if self._arrays is not None:
             return self._arrays
-        data = self._dataset() if callable(self._dataset) else self._dataset
+        with tf.init_scope():  # eagerly, even when first used while a tf.function traces (loaders may call .numpy())
+            data = self._dataset() if callable(self._dataset) else self._dataset
         if hasattr(data, "x_train"):
             arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
             self._source = getattr(data, "source", "in-memory arrays")
