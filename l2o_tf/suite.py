@@ -326,7 +326,7 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
             if label == adapt:
                 kwargs = dict(adapt_kwargs or {})
                 arms[f"{label} + AdaptOnFit"] = (
-                    keys[label] + "+adapt:" + json.dumps(kwargs, sort_keys=True), fresh,
+                    keys[label] + "+adapt:" + json.dumps(AdaptOnFit.settings(**kwargs), sort_keys=True), fresh,
                     lambda data, kwargs=kwargs: (AdaptOnFit(data.x_train, data.y_train, batch_size=task.batch_size,
                                                             **kwargs),))
         optimizers = {}

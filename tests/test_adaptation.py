@@ -158,15 +158,19 @@ def test_adapt_on_fit_keeps_the_rule_when_adaptation_does_worse_on_held_out_unro
     x = gen.normal(size=(256, 6)).astype("float32")
     y = (x @ gen.normal(size=(6, 1))).astype("float32")
     decisions = {}
-    for lr in (3.0, 1e-2):
+    for lr, margin in ((3.0, 0.01), (1e-2, 0.01), (1e-2, 0.9)):
         keras.utils.set_random_seed(1)
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
         optimizer = l2o_tf.pretrained.load("rnnprop-mnist")
         model.compile(optimizer=optimizer, loss="mse")
         before = [w.numpy().copy() for w in optimizer.rule.weights]
-        callback = l2o_tf.AdaptOnFit(x, y, steps=3, unroll=5, learning_rate=lr, batch_size=32)
+        callback = l2o_tf.AdaptOnFit(x, y, steps=3, unroll=5, learning_rate=lr, batch_size=32, margin=margin)
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
         changed = any(not np.array_equal(a, b.numpy()) for a, b in zip(before, optimizer.rule.weights))
-        decisions[lr] = (callback.kept, changed)
-    assert decisions[3.0] == ([False], False)
-    assert decisions[1e-2] == ([True], True)
+        decisions[lr, margin] = (callback.kept, changed)
+    assert decisions[3.0, 0.01] == ([False], False)
+    assert decisions[1e-2, 0.01] == ([True], True)
+    assert decisions[1e-2, 0.9] == ([False], False)  # helps, but not by 90% over the 25-step checks
+    assert l2o_tf.AdaptOnFit.settings(steps=2)["check_steps"] is None  # defaults: 5 x unroll
+    with pytest.raises(ValueError, match="margin < 1"):
+        l2o_tf.AdaptOnFit(x, y, margin=1.0)

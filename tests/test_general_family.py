@@ -67,6 +67,12 @@ def test_a_member_first_used_inside_a_tf_function_loads_its_data_eagerly():
     task = general.build(TINY[2])
     x, y = tf.function(lambda: task.train_batch(0, 0))()
     assert x.shape == (16, 8, 8, 1) and y.shape == (16, 8, 8, 1)
+    # The template model that computes the loss is built while tracing too, and (one tf.function serving every
+    # member, as the trainer's validation does) not on that function's first trace.
+    loss = tf.function(lambda member, params: member.loss(params, member.train_batch(0, 0)))
+    for member in (general.build(TINY[0]), general.build(TINY[2])):
+        params = member.init_params(0)
+        assert float(loss(member, params)) == pytest.approx(float(member.loss(params, member.train_batch(0, 0))), rel=1e-5)
 
 
 def test_language_models_read_the_bundled_corpus_and_predict_the_next_character():

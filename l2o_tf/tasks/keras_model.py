@@ -162,6 +162,9 @@ class KerasModelTask(Task):
         return self._template
 
     def init_params(self, seed):
+        # The template too, here: a tf.function that first meets this task after its first trace (the
+        # trainer's validation, one function over every family member) could not create its variables.
+        self.template  # noqa: B018
         model = self.model_fn(int(seed))
         return [tf.identity(v.value) for v in model.trainable_variables]
 
