@@ -40,6 +40,13 @@ def test_fit_run_records_each_steps_own_minibatch_loss():
     assert result["final_loss"] == pytest.approx(np.mean(expected[-suite.FINAL_WINDOW:]), rel=1e-4)
     assert result["first_loss"] > result["final_loss"] and not result["diverged"]
     assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert "adaptation_kept" not in result
+
+    class Decides(keras.callbacks.Callback):  # what fit_run reads off AdaptOnFit
+        kept = [False]
+
+    adapted = suite.fit_run(task, lambda: keras.optimizers.SGD(0.5), seed=3, steps=steps, callbacks=(Decides(),))
+    assert adapted["adaptation_kept"] == [False]
 
 
 def test_suite_tasks_lie_outside_the_general_family():
