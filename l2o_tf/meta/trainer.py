@@ -218,8 +218,7 @@ class MetaTrainer:
 
     def _run_fn(self, task, params, state, seed, num_steps):
         with kernels.native(self.config.unrolling.native_kernel):
-            objective = self.unroll_config if self.unroll_config.validation_weight else None
-            return unroll_lib.run(task, self.rule, params, state, seed, 0, num_steps, objective)
+            return unroll_lib.run(task, self.rule, params, state, seed, 0, num_steps, objective=self.unroll_config)
 
     # -- bookkeeping -----------------------------------------------------------
     def _penalized(self):

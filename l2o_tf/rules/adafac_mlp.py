@@ -117,21 +117,22 @@ class AdafacMLP(UpdateRule):
                 raise ValueError(f"{type(self).__name__} needs the layout of its coordinates (or a static number of them).")
             layout = Layout.flat(grads.shape[0])
         raw, new_state = self.raw_features(grads, params, state, layout)
-        scale = self.feature_scale(raw, layout)
+        norm = self.feature_scale(raw, layout)
         # The first layer, split by input: features @ W_f + embedding @ W_e + context @ W_c.  The step embedding is
         # the same for every coordinate (one row, no [n, 11] block), and a one-tensor layout's per-feature scale
         # folds into W_f; equal to the concatenated form up to float rounding, without materialising it.
         num_features, kernel = self.num_features, self.kernels[0]
         feature_kernel = kernel[:num_features]
-        if scale.shape[0] == 1:
-            net = tf.matmul(raw, tf.transpose(scale) * feature_kernel)
+        features = None if norm.shape[0] == 1 and not self.context_size else raw * norm
+        if features is None:
+            net = tf.matmul(raw, tf.transpose(norm) * feature_kernel)
         else:
-            net = tf.matmul(raw * scale, feature_kernel)
+            net = tf.matmul(features, feature_kernel)
         embedding = step_embedding(step)[None, :]
         net += tf.matmul(embedding, kernel[num_features:num_features + len(TIMESCALES)]) + self.biases[0]
         context_state = state[:, new_state.shape[1]:]
         if self.context_size:
-            context, context_state = self.context(raw * scale, context_state, layout)
+            context, context_state = self.context(features, context_state, layout)
             net += tf.matmul(context, kernel[num_features + len(TIMESCALES):])
         for kernel, bias in zip(self.kernels[1:], self.biases[1:]):
             net = tf.matmul(tf.nn.relu(net), kernel) + bias
@@ -147,11 +148,6 @@ class AdafacMLP(UpdateRule):
     def context(self, features, context_state, layout):
         """A subclass's extra inputs and their new state; none here."""
         return features[:, :0], context_state
-
-    def features(self, grads, params, state, layout):
-        """The per-tensor normalised features ``[n, num_features]`` and the new moment state."""
-        raw, new_state = self.raw_features(grads, params, state, layout)
-        return raw * self.feature_scale(raw, layout), new_state
 
     @staticmethod
     def feature_scale(raw, layout):
