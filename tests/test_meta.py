@@ -126,6 +126,30 @@ def test_refuses_to_resume_into_a_different_run(tmp_path):
         MetaTrainer(_quadratic_config(meta_lr=0.5), str(tmp_path)).train(verbose=0)
 
 
+def test_init_from_starts_every_arm_from_the_same_trained_weights(tmp_path):
+    """A fine-tuning run starts from the source's weights (not its seed's), and its resume keeps its own."""
+    source = MetaTrainer(_quadratic_config(meta_steps=20), str(tmp_path / "source"))
+    source.train(verbose=0)
+    trained = [w.numpy() for w in source.rule.weights]
+    config = lambda **o: _quadratic_config(seed=7, init_from=str(tmp_path / "source"), **o)  # noqa: E731
+    barely = MetaTrainer(config(meta_steps=1, meta_lr=1e-12), str(tmp_path / "a"))  # one step of size 1e-12
+    barely.train(verbose=0)
+    for mine, theirs in zip(barely.rule.weights, trained):
+        np.testing.assert_allclose(mine.numpy(), theirs, rtol=0, atol=1e-9)
+    fresh = MetaTrainer(_quadratic_config(seed=7), str(tmp_path / "b"))
+    assert not np.allclose(fresh.rule.weights[0].numpy(), trained[0])
+    # fine-tuning moves on from the source; a resume restores the run's own weights, not the source's
+    MetaTrainer(config(meta_steps=5), str(tmp_path / "c")).train(verbose=0)
+    five = [w.numpy() for w in MetaTrainer(config(meta_steps=5), str(tmp_path / "c")).rule.weights]
+    resumed = MetaTrainer(config(meta_steps=5), str(tmp_path / "c"))
+    resumed.train(verbose=0)  # nothing left to do: restores step 5
+    assert not np.allclose(resumed.rule.weights[0].numpy(), trained[0])
+    assert not np.allclose(five[0], resumed.rule.weights[0].numpy())  # a bare trainer holds the seed's weights
+    with pytest.raises(ValueError, match="init_from.*hidden_size"):
+        MetaTrainer(_quadratic_config(rule_kwargs={"hidden_size": 4, "output_scale": 0.1},
+                                      init_from=str(tmp_path / "source")), str(tmp_path / "d")).train(verbose=0)
+
+
 class _NaNForSomeSeeds(tasks.Task):
     """The quadratic, except that optimizees whose seed is in ``bad`` have a NaN loss."""
 

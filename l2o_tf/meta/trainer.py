@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from l2o_tf import kernels, rules, seeds, tasks
+from l2o_tf import kernels, pretrained, rules, seeds, tasks
 from l2o_tf.meta import estimators
 from l2o_tf.meta import unroll as unroll_lib
 from l2o_tf.meta.config import MetaTrainConfig
@@ -290,6 +290,19 @@ class MetaTrainer:
             self._say(f"Resumed from {latest} at meta step {int(self.meta_step)}.")
         return bool(latest)
 
+    def _warm_start(self, name_or_dir):
+        """Copy a trained rule's weights into this run's rule (a fresh run only: a resume restores its own)."""
+        source = pretrained.load_rule(name_or_dir)
+        mine = {k: v for k, v in self.rule.get_config().items() if k not in ("seed", "name")}
+        theirs = {k: v for k, v in source.get_config().items() if k not in ("seed", "name")}
+        if mine != theirs:
+            different = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(f"--init_from={name_or_dir}: its rule differs from --rule/--rule_kwargs in "
+                             f"{', '.join(different)} ({theirs}); pass the same rule and kwargs.")
+        for weight, value in zip(self.rule.weights, source.weights):
+            weight.assign(value)
+        self._say(f"Rule weights initialised from {name_or_dir}.")
+
     def validate(self):
         """Mean loss over the current trajectory length on held-out optimizee seeds, scored as the meta-loss
         scores it (the validation split mixed in by ``meta_objective``, relative to the initial loss with
@@ -335,6 +348,8 @@ class MetaTrainer:
         self._verbose = verbose
         self._prepare_out_dir()
         if not self.restore():
+            if self.config.init_from:
+                self._warm_start(self.config.init_from)
             self._new_optimizee()
         writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
         progress = MetaTrainProgbar(
