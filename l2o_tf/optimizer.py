@@ -37,20 +37,26 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             as they were and count it in ``skipped_updates``.
         jit_compile: compile the rule step with XLA even where Keras does not
             compile the train step (Keras leaves XLA off on CPU-only machines).
-            ``"auto"`` (the default): XLA unless ``native_kernel``, the fastest
-            TensorFlow path for every rule measured (``benchmarks/fit_step_ms.py``:
-            1.3-3x faster than uncompiled on CPU).  Equal to the uncompiled step to
-            float rounding, not bit for bit; ``False`` gives the uncompiled step.
+            ``"auto"`` (the default): XLA unless the native kernel runs the step;
+            XLA is the fastest TensorFlow path for every rule measured
+            (``benchmarks/fit_step_ms.py``: 1.3-3x faster than uncompiled on CPU).
+            Equal to the uncompiled step to float rounding, not bit for bit;
+            ``False`` gives the uncompiled step.
         rule_weights: the rule's weight values (nested lists, in ``rule.weights``
             order) to load into ``rule``; ``get_config`` records them, so that
             Keras serialization round-trips a meta-trained optimizer exactly.
         native_kernel: run the rule step with l2o_tf's native fused CPU kernels
             (:mod:`l2o_tf.kernels`), compiled with the system C++ compiler on
-            first use: the whole step of RNNprop and DM-LSTM in one kernel;
-            the fastest CPU step (``benchmarks/rule_flop_fraction.py``); equal to
-            the TensorFlow step to float rounding.  CPU only; it cannot be compiled
-            by XLA, so it excludes ``jit_compile`` and needs
-            ``model.compile(jit_compile=False)`` where Keras would use XLA.
+            first use (once per machine): the whole step of RNNprop and DM-LSTM
+            in one kernel, of AdafacMLP in one kernel per tensor; the fastest CPU
+            step (``benchmarks/fit_step_ms.py``: 1.6-2.7x faster than XLA on the
+            0.9M-parameter conv net); equal to the TensorFlow step to float
+            rounding.  ``"auto"`` (the default): on where the rule has such a
+            kernel (not ``Hierarchical``), no GPU or TPU is visible, ``jit_compile``
+            is not ``True`` and the kernel builds (else XLA, with a warning if the
+            build failed).  CPU only; XLA cannot compile it, so it excludes
+            ``jit_compile=True`` and needs ``model.compile(jit_compile=False)``
+            where Keras would use XLA.
         **kwargs: the usual ``keras.optimizers.Optimizer`` arguments
             (``clipnorm``, ``weight_decay``, ``gradient_accumulation_steps``...).
             ``weight_decay`` follows Keras's decoupled form with the rule's
@@ -74,7 +80,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, rule, learning_rate=1.0, fused=False, skip_nonfinite=False, jit_compile="auto",
-                 native_kernel=False, rule_weights=None, name=None, **kwargs):
+                 native_kernel="auto", rule_weights=None, name=None, **kwargs):
         if isinstance(rule, dict):
             rule = keras.saving.deserialize_keras_object(rule)
         if not isinstance(rule, UpdateRule):
@@ -95,10 +101,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         self.rule = rule
         self.fused = bool(fused)
         self.skip_nonfinite = bool(skip_nonfinite)
-        if jit_compile not in ("auto", True, False):
-            raise ValueError(f"LearnedOptimizer: jit_compile must be 'auto', True or False, got {jit_compile!r}.")
-        self.native_kernel = bool(native_kernel)
-        self.jit_compile_option = jit_compile
+        for option, value in (("jit_compile", jit_compile), ("native_kernel", native_kernel)):
+            if value not in ("auto", True, False):
+                raise ValueError(f"LearnedOptimizer: {option} must be 'auto', True or False, got {value!r}.")
+        self.jit_compile_option, self.native_kernel_option = jit_compile, native_kernel
+        self.native_kernel = _use_native_kernel(rule) if native_kernel == "auto" and jit_compile is not True else (
+            native_kernel is True)
         self.jit_compile = (not self.native_kernel) if jit_compile == "auto" else bool(jit_compile)
         if self.jit_compile and self.native_kernel:
             raise ValueError("LearnedOptimizer: native_kernel=True runs a custom op that XLA cannot compile; "
@@ -209,9 +217,23 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(rule=keras.saving.serialize_keras_object(self.rule), fused=self.fused,
                       skip_nonfinite=self.skip_nonfinite, jit_compile=self.jit_compile_option,
-                      native_kernel=self.native_kernel,
+                      native_kernel=self.native_kernel_option,
                       rule_weights=[w.numpy().tolist() for w in self.rule.weights] or None)
         return config
+
+
+def _use_native_kernel(rule):
+    """native_kernel="auto": the native whole-step kernel where it is the fastest step, that is where the rule has
+    one and the model trains on the CPU (a GPU or TPU gets XLA), if the kernel builds here (else XLA, with a warning)."""
+    if not rule.NATIVE_STEP or tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return False
+    try:
+        kernels.load()
+    except kernels.KernelBuildError as error:
+        warnings.warn(f"LearnedOptimizer: the native CPU kernel is unavailable ({str(error).splitlines()[0]}); the rule "
+                      "step runs compiled by XLA instead (native_kernel=False silences this).", stacklevel=3)
+        return False
+    return True
 
 
 def _assign_rule_weights(rule, values):

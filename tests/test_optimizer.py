@@ -1,5 +1,7 @@
 """LearnedOptimizer in Keras: exact plumbing, fit, custom loops, config, .keras round trip, edge cases."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -128,15 +130,34 @@ def test_xla_rule_step_equals_the_plain_step(fused):
     assert _max_diff(plain, _weights(_mlp(1))) > 1e-4  # it did train
 
 
-def test_xla_is_the_default_and_the_config_keeps_the_choice():
-    """jit_compile="auto": XLA unless the native kernel runs the step; the config records "auto", not the
-    resolution, so a saved optimizer picks the fastest path where it is loaded."""
-    auto = l2o_tf.LearnedOptimizer(rules.Adam(1e-3))
-    assert auto.jit_compile and auto.get_config()["jit_compile"] == "auto"
-    assert l2o_tf.LearnedOptimizer.from_config(auto.get_config()).jit_compile
+def test_the_default_is_the_fastest_step_and_the_config_keeps_the_choice():
+    """native_kernel="auto" / jit_compile="auto": the native kernel for a rule that has one on a CPU where it
+    builds, else XLA; the config records "auto", not the resolution, so a saved optimizer picks the fastest
+    path where it is loaded."""
+    with pytest.warns(l2o_tf.optimizer.UntrainedRuleWarning):
+        native = l2o_tf.LearnedOptimizer(rules.AdafacMLP())
+    has_compiler = any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+    assert native.native_kernel == has_compiler and native.jit_compile != has_compiler
+    assert native.get_config()["native_kernel"] == native.get_config()["jit_compile"] == "auto"
+    assert l2o_tf.LearnedOptimizer.from_config(native.get_config()).native_kernel == has_compiler
+    for rule in (rules.Adam(1e-3), rules.Hierarchical()):  # no native step: XLA
+        plain = l2o_tf.LearnedOptimizer(rule)
+        assert plain.jit_compile and not plain.native_kernel
+    explicit = l2o_tf.LearnedOptimizer(rules.AdafacMLP(), jit_compile=True)  # an explicit choice wins over "auto"
+    assert explicit.jit_compile and not explicit.native_kernel
     assert not l2o_tf.LearnedOptimizer(rules.Adam(1e-3), jit_compile=False).jit_compile
     with pytest.raises(ValueError, match="jit_compile must be 'auto', True or False, got 'yes'"):
         l2o_tf.LearnedOptimizer(rules.Adam(1e-3), jit_compile="yes")
+    with pytest.raises(ValueError, match="native_kernel must be 'auto', True or False, got 'on'"):
+        l2o_tf.LearnedOptimizer(rules.Adam(1e-3), native_kernel="on")
+
+
+def test_a_kernel_that_does_not_build_falls_back_to_xla_with_a_warning(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(l2o_tf.kernels, "_library", None)
+    with pytest.warns(UserWarning, match="native CPU kernel is unavailable.*runs compiled by XLA"):
+        optimizer = l2o_tf.LearnedOptimizer(rules.DMLSTM(seed=1))
+    assert optimizer.jit_compile and not optimizer.native_kernel
 
 
 def test_get_config_from_config_round_trip():

@@ -5,7 +5,9 @@
   (``MetaTrainConfig.from_flat(native_kernel=True)``) run it;
 - ``rnnprop_step`` and ``dmlstm_step``: the whole step of :class:`l2o_tf.rules.RNNprop` and
   :class:`l2o_tf.rules.DMLSTM` (preprocessing, stack, head) in one pass, forward only: what
-  ``LearnedOptimizer(native_kernel=True)`` applies, where nothing differentiates the step.
+  ``LearnedOptimizer(native_kernel=True)`` applies, where nothing differentiates the step;
+- ``adafac_mlp_step``: the whole step of :class:`l2o_tf.rules.AdafacMLP` for one tensor (features,
+  their per-tensor normalisation, the MLP) in four passes, forward only, likewise.
 
 The sources ship with the package; the first use compiles them with the system C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of ``tf.sysconfig`` into
@@ -28,8 +30,8 @@ import tensorflow as tf
 
 _HERE = os.path.dirname(__file__)
 # The ops (compiled together into one library) and the header they share (hashed into the cache key).
-_SOURCES = [os.path.join(_HERE, name) for name in ("lstm_stack_step.cc", "rule_step.cc")]
-_HEADERS = [os.path.join(_HERE, "lstm_core.h")]
+_SOURCES = [os.path.join(_HERE, name) for name in ("lstm_stack_step.cc", "rule_step.cc", "adafac_step.cc")]
+_HEADERS = [os.path.join(_HERE, name) for name in ("lstm_core.h", "vec_math.h")]
 _NATIVE = contextvars.ContextVar("l2o_tf_native_kernels", default=None)  # None, "stack" or "whole_rule"
 _library = None
 
@@ -42,7 +44,7 @@ class KernelBuildError(RuntimeError):
 def native(enabled=True, whole_rule=False):
     """Within this block (while tracing), LSTM stacks run the native fused kernel.
 
-    With ``whole_rule``, rules that have a native kernel for their whole step (RNNprop, DM-LSTM)
+    With ``whole_rule``, rules that have a native kernel for their whole step (RNNprop, DM-LSTM, AdafacMLP)
     run that instead: it has no gradient, so only where the step is applied, not differentiated.
     """
     token = _NATIVE.set(("whole_rule" if whole_rule else "stack") if enabled else None)
@@ -188,6 +190,20 @@ def dmlstm_step(grads, state, coefficients, stack_weights, output_layer, preproc
     return load().l2o_dmlstm_step(grads, state, coefficients, *stack_weights, *output_layer, preprocess=preprocess)
 
 
+def adafac_mlp_step(grads, params, state, coefficients, kernels, biases, moments, grid):
+    """The whole AdafacMLP step for one tensor's coordinates (forward only; see ``adafac_step.cc``).
+
+    ``coefficients``: per momentum its decay and ``1 - decay``, the RMS decay and ``1 - decay``, per
+    Adafactor factor its decay and ``1 - decay``, then ``exp_mult``, ``step_mult``, the Adam prior's
+    factor and Adam's epsilon.  ``kernels[0]`` maps the features only (the step embedding is folded
+    into ``biases[0]``).  ``grid``: the tensor's last two dimensions ``(rows, cols)``, or None if it
+    is not factored.  Returns (updates, new state).
+    """
+    rows, cols = grid or (0, 0)
+    return load().l2o_adafac_mlp_step(grads, params, state, coefficients, kernels, biases, moments=moments,
+                                      num_rows=rows, num_cols=cols)
+
+
 def _forward_only(op, d_updates, d_new_state):
     raise NotImplementedError(
         "the native whole-step rule kernels (LearnedOptimizer(native_kernel=True)'s apply step) have no "
@@ -197,3 +213,4 @@ def _forward_only(op, d_updates, d_new_state):
 
 tf.RegisterGradient("L2oRnnpropStep")(_forward_only)
 tf.RegisterGradient("L2oDmlstmStep")(_forward_only)
+tf.RegisterGradient("L2oAdafacMlpStep")(_forward_only)

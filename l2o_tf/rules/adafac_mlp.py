@@ -33,8 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from l2o_tf import seeds
-from l2o_tf.rules.base import UpdateRule
+from l2o_tf import kernels, seeds
+from l2o_tf.rules.base import UpdateRule, step_count
 from l2o_tf.rules.baselines import adam_step
 from l2o_tf.rules.layout import Layout
 
@@ -55,6 +55,7 @@ class AdafacMLP(UpdateRule):
                      "exp_mult", "step_mult", "adam_prior", "zero_init_output")
     NOMINAL_STEP_FIELD = "step_mult"
     LAYOUT_AWARE = True
+    NATIVE_STEP = True
 
     def __init__(self, hidden_size=4, hidden_layers=2, momentum_decays=(0.9, 0.99, 0.999), rms_decay=0.999,
                  adafactor_decays=(0.9, 0.99, 0.999), exp_mult=1e-3, step_mult=1e-3, adam_prior=0.0,
@@ -116,6 +117,8 @@ class AdafacMLP(UpdateRule):
             if grads.shape[0] is None:
                 raise ValueError(f"{type(self).__name__} needs the layout of its coordinates (or a static number of them).")
             layout = Layout.flat(grads.shape[0])
+        if kernels.whole_rule_enabled() and self.NATIVE_STEP:
+            return self._native_call(grads, params, state, step, layout)
         raw, new_state = self.raw_features(grads, params, state, layout)
         norm = self.feature_scale(raw, layout)
         # The first layer, split by input: features @ W_f + embedding @ W_e + context @ W_c.  The step embedding is
@@ -144,6 +147,31 @@ class AdafacMLP(UpdateRule):
             updates -= adam_step(new_state[:, 0], new_state[:, m_count], step, scale * self.adam_prior,
                                  self.momentum_decays[0], self.rms_decay, 1e-7)
         return updates, tf.concat([new_state, context_state], axis=1)
+
+    def _native_call(self, grads, params, state, step, layout):
+        """:meth:`call` in the native kernel (``kernels.adafac_mlp_step``, forward only), once per tensor
+        of the layout, with the coefficients the TF step uses, computed in the same float order."""
+        one = np.float32(1.0)
+        m_decays = np.array(self.momentum_decays, np.float32)
+        f_decays = np.array(self.adafactor_decays, np.float32)
+        constants = np.concatenate([m_decays, one - m_decays, np.float32([self.rms_decay, 1.0 - self.rms_decay]),
+                                    f_decays, one - f_decays, np.float32([self.exp_mult, self.step_mult])])
+        t = step_count(step)
+        adam = (self.adam_prior * tf.sqrt(1.0 - tf.pow(self.rms_decay, t)) / (1.0 - tf.pow(self.momentum_decays[0], t))
+                if self.adam_prior else tf.constant(0.0))
+        coefficients = tf.concat([tf.constant(constants), tf.stack([adam, tf.constant(1e-7)])], axis=0)
+        num_features = self.num_features
+        embedding = step_embedding(step)[None, :]
+        first_bias = self.biases[0] + tf.matmul(embedding, self.kernels[0][num_features:])[0]
+        weights = ([self.kernels[0][:num_features]] + list(self.kernels[1:]), [first_bias] + list(self.biases[1:]))
+        parts = zip(layout.shapes, tf.split(grads, layout.sizes), tf.split(params, layout.sizes),
+                    tf.split(state, layout.sizes))
+        steps = [kernels.adafac_mlp_step(g, p, s, coefficients, *weights, len(self.momentum_decays),
+                                         tuple(shape[-2:]) if len(shape) >= 2 else None)
+                 for shape, g, p, s in parts]
+        if len(steps) == 1:
+            return steps[0]
+        return tf.concat([u for u, _ in steps], axis=0), tf.concat([s for _, s in steps], axis=0)
 
     def context(self, features, context_state, layout):
         """A subclass's extra inputs and their new state; none here."""
@@ -204,6 +232,7 @@ class Hierarchical(AdafacMLP):
     """
 
     CONFIG_FIELDS = AdafacMLP.CONFIG_FIELDS + ("context_hidden",)
+    NATIVE_STEP = False  # the per-tensor GRU runs in TensorFlow
 
     def __init__(self, context_hidden=8, hidden_size=8, **kwargs):
         if context_hidden < 1:

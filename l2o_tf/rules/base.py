@@ -36,6 +36,8 @@ class UpdateRule(keras.layers.Layer):
     NOMINAL_STEP_FIELD = "output_scale"
     # Whether ``call`` takes ``layout=`` (an ``l2o_tf.rules.layout.Layout``) to compute per-tensor statistics.
     LAYOUT_AWARE = False
+    # Whether the whole step has a native CPU kernel (l2o_tf.kernels) that ``kernels.native(whole_rule=True)`` runs.
+    NATIVE_STEP = False
 
     def __init__(self, seed=0, name=None, **kwargs):
         # Rules always compute in float32: under a mixed-precision policy the
