@@ -44,7 +44,8 @@ OPTIMIZERS = {
     "adafac_mlp_xla": lambda: LearnedOptimizer(rules.AdafacMLP()),  # the default: per variable, XLA
     "adafac_mlp_fused_xla": lambda: LearnedOptimizer(rules.AdafacMLP(), fused=True, jit_compile=True),
     "adafac_mlp_native": lambda: LearnedOptimizer(rules.AdafacMLP(), native_kernel=True),  # per variable
-    # The general run's rule (hidden 2x8, Adam prior), as users get it by default.
+    # A hidden-2x8 AdafacMLP (the general run's size) with the Adam prior's extra term: an upper bound on the
+    # general run's step, as users get it by default.
     "general_rule_xla": lambda: LearnedOptimizer(
         rules.AdafacMLP(hidden_size=8, adam_prior=1.0, zero_init_output=True, exp_mult=0.3), jit_compile=True),
     "general_rule_native": lambda: LearnedOptimizer(

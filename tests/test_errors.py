@@ -31,6 +31,7 @@ def _meta_train(*flags):
         (["--meta_steps=0"], "meta_steps must be >= 1"),
         (["--task=quadratic", "--task_kwargs=sigma=-1"], "sigma must be > 0"),
         (["--rule_kwargs=hidden_size"], "'hidden_size' is not key=value"),
+        (["--rule_kwargs=hidden_size=4", "--rule_kwargs=hidden_size=8"], "hidden_size is given twice (4 and 8)"),
         (["--optimizees=0"], "optimizees must be >= 1"),
         (["--strategy=multi_worker"], "strategy 'multi_worker' needs the cluster in the TF_CONFIG"),
         (["--devices=/cpu:0"], "only applies to the mirrored strategy"),
@@ -42,6 +43,25 @@ def test_meta_train_bad_flags_exit_with_one_line_and_write_nothing(flags, messag
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_repeated_kwargs_flags_merge_instead_of_keeping_the_last():
+    """``--rule_kwargs=a=1 --rule_kwargs=b=2`` is ``--rule_kwargs=a=1,b=2``: a plain list flag kept only
+    the last occurrence, and a run meant to start from Adam silently trained another rule."""
+    from absl import flags  # noqa: PLC0415
+
+    from train import cli  # noqa: PLC0415
+
+    values = flags.FlagValues()
+    cli.define_kwargs_flag("rule_kwargs", "Rule arguments.", {"output_scale": 0.1}, flag_values=values)
+    values(["prog", "--rule_kwargs=adam_prior=1", "--rule_kwargs=zero_init_output=true,exp_mult=0.3",
+            "--rule_kwargs=hidden_size=8"])
+    assert cli.parse_kwargs(values.rule_kwargs, "rule_kwargs") == {
+        "adam_prior": 1, "zero_init_output": True, "exp_mult": 0.3, "hidden_size": 8}
+    values = flags.FlagValues()
+    cli.define_kwargs_flag("rule_kwargs", "Rule arguments.", {"output_scale": 0.1}, flag_values=values)
+    values(["prog"])
+    assert cli.parse_kwargs(values.rule_kwargs, "rule_kwargs") == {"output_scale": 0.1}
 
 
 def test_meta_train_unknown_regularizer_flag():

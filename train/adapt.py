@@ -35,7 +35,7 @@ flags.DEFINE_string("baseline", None, "The vanilla optimizer trained on the same
 flags.DEFINE_string("task", "lasso", "Target task: lasso, quadratic or rosenbrock.")
 flags.DEFINE_float("task_sigma", 100.0, "Target task's sigma (the distribution shift).")
 flags.DEFINE_integer("task_dim", 10, "Target task's dimension.")
-flags.DEFINE_list("task_kwargs", [], "Further task arguments as key=value.")
+cli.define_kwargs_flag("task_kwargs", "Further task arguments as key=value.", module_name=__name__)
 flags.DEFINE_integer("adapt_steps", 5, "Adaptation steps (M-L2O and transfer learning).")
 flags.DEFINE_float("adapt_lr", 1e-3, "Adam learning rate of the adaptation.")
 flags.DEFINE_float("baseline_adapt_lr", None, "Adaptation learning rate of transfer_learning (default: --adapt_lr), "

@@ -127,7 +127,7 @@ def define_config_flags(config_cls, module_name):
         elif isinstance(default, tuple):
             flags.DEFINE_list(name, [str(v) for v in default], help_text, **where)
         elif isinstance(default, dict):
-            flags.DEFINE_list(name, [f"{k}={v}" for k, v in default.items()], help_text, **where)
+            define_kwargs_flag(name, help_text, default, module_name=module_name)
         else:
             raise TypeError(f"{config_cls.__name__}.{name}: no flag type for a {type(default).__name__} default.")
 
@@ -181,17 +181,30 @@ def subset_notice(dataset_or_source):
     return f"NOTE: RESULTS ON A SUBSET of the data set ({source})."
 
 
+def define_kwargs_flag(name, help_text, default=None, module_name=None, flag_values=flags.FLAGS):
+    """A ``key=value`` flag that may be repeated: ``--rule_kwargs=a=1,b=2`` and
+    ``--rule_kwargs=a=1 --rule_kwargs=b=2`` mean the same (a plain list flag would keep only the
+    last occurrence, silently dropping the others). Read it with :func:`parse_kwargs`."""
+    flags.DEFINE_multi_string(name, [f"{k}={v}" for k, v in (default or {}).items()],
+                              help_text + " Repeat the flag or separate pairs by commas.", module_name=module_name,
+                              flag_values=flag_values)
+
+
 def parse_kwargs(items, flag):
-    """``["sigma=100", "dim=10"]`` -> ``{"sigma": 100.0, "dim": 10}`` (JSON values, else strings)."""
+    """``["sigma=100,dim=10"]`` or ``["sigma=100", "dim=10"]`` -> ``{"sigma": 100.0, "dim": 10}``
+    (JSON values, else strings). A key given twice with different values is an error."""
     out = {}
-    for item in items or []:
+    for item in [part for occurrence in items or [] for part in occurrence.split(",") if part]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--{flag}: {item!r} is not key=value.")
         try:
-            out[key] = json.loads(value)
+            value = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            pass
+        if key in out and out[key] != value:
+            raise ValueError(f"--{flag}: {key} is given twice ({out[key]!r} and {value!r}).")
+        out[key] = value
     return out
 
 

@@ -35,7 +35,7 @@ from l2o_tf.plots import plot_curves
 FLAGS = flags.FLAGS
 flags.DEFINE_list("optimizer", None, "Optimizer specs to evaluate (comma-separated).")
 flags.DEFINE_string("task", "mnist_mlp", "Task name (l2o_tf.tasks.names()).")
-flags.DEFINE_list("task_kwargs", [], "Task arguments as key=value.")
+cli.define_kwargs_flag("task_kwargs", "Task arguments as key=value.", module_name=__name__)
 flags.DEFINE_integer("steps", 1000, "Optimizee steps per run.")
 flags.DEFINE_integer("seeds", 5, "Optimizees (seeds) per optimizer.")
 flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metrics (default: --steps).")
