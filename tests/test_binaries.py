@@ -108,6 +108,7 @@ SHIPPED = {
     "rnnprop-lasso": dict(task="lasso", regularizer="none", maml_inner_steps=0, task_family=[0.1, 0.5, 1.0]),
     "rnnprop-lasso-ml2o": dict(task="lasso", regularizer="none", maml_inner_steps=1, maml_inner_optimizer="adam",
                                task_family=[0.1, 0.5, 1.0]),
+    "general": dict(rule="adafac_mlp", regularizer="none", maml_inner_steps=0),
 }
 
 

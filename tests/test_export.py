@@ -225,7 +225,7 @@ def test_every_shipped_optimizer_round_trips_exactly(name, tmp_path):
     tf_reference = updates(l2o_tf.pretrained.load(name, native_kernel=False))
     np.testing.assert_allclose(tf_reference, reference, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(updates(load_saved_model(export_saved_model(
-        l2o_tf.pretrained.load_rule(name), str(tmp_path / "export")))), tf_reference)
+        l2o_tf.pretrained.load_rule(name), str(tmp_path / "export"), layout=[(3, 4)]))), tf_reference)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer=l2o_tf.pretrained.load(name), loss="mse")
     model.save(tmp_path / "m.keras")
