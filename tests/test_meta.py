@@ -150,6 +150,24 @@ def test_init_from_starts_every_arm_from_the_same_trained_weights(tmp_path):
                                       init_from=str(tmp_path / "source")), str(tmp_path / "d")).train(verbose=0)
 
 
+def test_a_checkpoint_ships_the_rule_weights_it_holds(tmp_path):
+    """package_pretrained --checkpoint: the weights of the run at that meta step (selected on validation), not
+    the latest ones."""
+    from train.package_pretrained import rule_at_checkpoint  # noqa: PLC0415
+
+    MetaTrainer(_quadratic_config(meta_steps=4, checkpoint_every=2), str(tmp_path / "long")).train(verbose=0)
+    short = MetaTrainer(_quadratic_config(meta_steps=2, checkpoint_every=2), str(tmp_path / "short"))
+    short.train(verbose=0)
+    latest = l2o_tf.pretrained.load_rule(str(tmp_path / "long"))
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(latest.weights, short.rule.weights))
+    rule, step = rule_at_checkpoint(latest, str(tmp_path / "long" / "checkpoints" / "ckpt-2"))
+    assert step == 2
+    for mine, theirs in zip(rule.weights, short.rule.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        rule_at_checkpoint(latest, str(tmp_path / "long" / "checkpoints" / "ckpt-3"))
+
+
 class _NaNForSomeSeeds(tasks.Task):
     """The quadratic, except that optimizees whose seed is in ``bad`` have a NaN loss."""
 

@@ -4,7 +4,9 @@ r"""Ship a meta-training run as a named pretrained optimizer inside the package.
         --command="python -m train.meta_train ..."
 
 Copies the run's rule into l2o_tf/pretrained/NAME with training.json: the run's config,
-the exact command, the meta steps done and the wall time the log reports.
+the exact command, the meta steps done and the wall time the log reports.  With
+``--checkpoint=OUT_DIR/checkpoints/ckpt-N`` (or a copy kept elsewhere) it ships the rule
+weights of that checkpoint instead of the run's latest: the one selected on validation.
 """
 
 import json
@@ -13,6 +15,7 @@ import re
 
 from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
 
+import tensorflow as tf
 from absl import flags
 
 from l2o_tf import pretrained
@@ -22,6 +25,20 @@ flags.DEFINE_string("out_dir", None, "Meta-training out_dir.")
 flags.DEFINE_string("name", None, "Name to ship it under.")
 flags.DEFINE_string("command", None, "The exact meta_train command that produced the run.")
 flags.DEFINE_string("log", None, "The run's log (for the wall time); default OUT_DIR.log.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint of the run (a prefix such as OUT_DIR/checkpoints/ckpt-2100) "
+                    "whose rule weights to ship instead of the latest ones.")
+flags.DEFINE_string("note", None, "Free text recorded in training.json: how the checkpoint was selected, CPU time.")
+
+
+def rule_at_checkpoint(rule, path):
+    """``rule`` with the weights saved in the meta-training checkpoint ``path``, and that checkpoint's meta step.
+
+    The trainer checkpoints its rule as ``tf.train.Checkpoint(rule_weights=[...], ...)``: reading the same
+    name restores the weights alone (the optimizee and meta-optimizer state are left in the file)."""
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"--checkpoint {path!r}: no such checkpoint (expected {path}.index).")
+    tf.train.Checkpoint(rule_weights=list(rule.weights)).read(path).expect_partial().assert_existing_objects_matched()
+    return rule, int(tf.train.load_checkpoint(path).get_tensor("meta_step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def main(argv):
@@ -35,6 +52,10 @@ def main(argv):
             seconds = [float(s) for s in re.findall(r"Meta-trained \d+ steps in ([0-9.]+) s", f.read())]
     training = {"config": config, "command": FLAGS.command, "wall_seconds": sum(seconds) if seconds else None,
                 "machine": "2 CPU cores (x86_64), no GPU"}
+    if FLAGS.checkpoint:
+        rule, training["meta_steps_done"] = rule_at_checkpoint(rule, FLAGS.checkpoint)
+    if FLAGS.note:
+        training["note"] = FLAGS.note
     pretrained.save_rule(rule, os.path.join(pretrained.HERE, FLAGS.name), training=training)
     print(f"shipped {FLAGS.name} -> {os.path.join(pretrained.HERE, FLAGS.name)}")
 
