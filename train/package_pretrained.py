@@ -37,8 +37,10 @@ def rule_at_checkpoint(rule, path):
     name restores the weights alone (the optimizee and meta-optimizer state are left in the file)."""
     if not tf.io.gfile.exists(path + ".index"):
         raise ValueError(f"--checkpoint {path!r}: no such checkpoint (expected {path}.index).")
-    tf.train.Checkpoint(rule_weights=list(rule.weights)).read(path).expect_partial().assert_existing_objects_matched()
-    return rule, int(tf.train.load_checkpoint(path).get_tensor("meta_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    meta_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    tf.train.Checkpoint(rule_weights=list(rule.weights), meta_step=meta_step).read(
+        path).expect_partial().assert_existing_objects_matched()
+    return rule, int(meta_step)
 
 
 def main(argv):

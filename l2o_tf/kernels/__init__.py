@@ -7,7 +7,7 @@
   :class:`l2o_tf.rules.DMLSTM` (preprocessing, stack, head) in one pass, forward only: what
   ``LearnedOptimizer(native_kernel=True)`` applies, where nothing differentiates the step;
 - ``adafac_mlp_step``: the whole step of :class:`l2o_tf.rules.AdafacMLP` for one tensor (features,
-  their per-tensor normalisation, the MLP) in four passes, forward only, likewise.
+  their per-tensor normalisation, the MLP) in three passes over memory, forward only, likewise.
 
 The sources ship with the package; the first use compiles them with the system C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of ``tf.sysconfig`` into

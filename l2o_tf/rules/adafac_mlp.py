@@ -34,11 +34,13 @@ import numpy as np
 import tensorflow as tf
 
 from l2o_tf import kernels, seeds
-from l2o_tf.rules.base import UpdateRule, step_count
-from l2o_tf.rules.baselines import adam_step
+from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.baselines import adam_step, adam_step_size
 from l2o_tf.rules.layout import Layout
 
 TIMESCALES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
+# Epsilon of the Adam prior's step (Keras Adam's default), in the TF step and the native kernel alike.
+ADAM_EPSILON = 1e-7
 
 
 def step_embedding(step):
@@ -131,8 +133,7 @@ class AdafacMLP(UpdateRule):
             net = tf.matmul(raw, tf.transpose(norm) * feature_kernel)
         else:
             net = tf.matmul(features, feature_kernel)
-        embedding = step_embedding(step)[None, :]
-        net += tf.matmul(embedding, kernel[num_features:num_features + len(TIMESCALES)]) + self.biases[0]
+        net += self._step_bias(step)
         context_state = state[:, new_state.shape[1]:]
         if self.context_size:
             context, context_state = self.context(features, context_state, layout)
@@ -145,8 +146,14 @@ class AdafacMLP(UpdateRule):
         if self.adam_prior:
             m_count = len(self.momentum_decays)
             updates -= adam_step(new_state[:, 0], new_state[:, m_count], step, scale * self.adam_prior,
-                                 self.momentum_decays[0], self.rms_decay, 1e-7)
+                                 self.momentum_decays[0], self.rms_decay, ADAM_EPSILON)
         return updates, tf.concat([new_state, context_state], axis=1)
+
+    def _step_bias(self, step):
+        """The first layer's bias plus the step embedding's share, ``[1, hidden]``: the embedding is the same for
+        every coordinate, so it enters as one row instead of an ``[n, len(TIMESCALES)]`` block."""
+        embedding_kernel = self.kernels[0][self.num_features:self.num_features + len(TIMESCALES)]
+        return tf.matmul(step_embedding(step)[None, :], embedding_kernel) + self.biases[0]
 
     def _native_call(self, grads, params, state, step, layout):
         """:meth:`call` in the native kernel (``kernels.adafac_mlp_step``, forward only), once per tensor
@@ -156,14 +163,11 @@ class AdafacMLP(UpdateRule):
         f_decays = np.array(self.adafactor_decays, np.float32)
         constants = np.concatenate([m_decays, one - m_decays, np.float32([self.rms_decay, 1.0 - self.rms_decay]),
                                     f_decays, one - f_decays, np.float32([self.exp_mult, self.step_mult])])
-        t = step_count(step)
-        adam = (self.adam_prior * tf.sqrt(1.0 - tf.pow(self.rms_decay, t)) / (1.0 - tf.pow(self.momentum_decays[0], t))
+        adam = (adam_step_size(step, self.adam_prior, self.momentum_decays[0], self.rms_decay)
                 if self.adam_prior else tf.constant(0.0))
-        coefficients = tf.concat([tf.constant(constants), tf.stack([adam, tf.constant(1e-7)])], axis=0)
-        num_features = self.num_features
-        embedding = step_embedding(step)[None, :]
-        first_bias = self.biases[0] + tf.matmul(embedding, self.kernels[0][num_features:])[0]
-        weights = ([self.kernels[0][:num_features]] + list(self.kernels[1:]), [first_bias] + list(self.biases[1:]))
+        coefficients = tf.concat([tf.constant(constants), tf.stack([adam, tf.constant(ADAM_EPSILON)])], axis=0)
+        weights = ([self.kernels[0][:self.num_features]] + list(self.kernels[1:]),
+                   [self._step_bias(step)[0]] + list(self.biases[1:]))
         parts = zip(layout.shapes, tf.split(grads, layout.sizes), tf.split(params, layout.sizes),
                     tf.split(state, layout.sizes))
         steps = [kernels.adafac_mlp_step(g, p, s, coefficients, *weights, len(self.momentum_decays),

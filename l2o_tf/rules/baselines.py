@@ -7,11 +7,17 @@ import tensorflow as tf
 from l2o_tf.rules.base import UpdateRule, step_count
 
 
+def adam_step_size(step, scale, beta_1, beta_2):
+    """Adam's step size with both bias corrections folded in, as Keras computes it:
+    ``scale * sqrt(1 - beta_2^t) / (1 - beta_1^t)``."""
+    t = step_count(step)
+    return scale * tf.sqrt(1.0 - tf.pow(beta_2, t)) / (1.0 - tf.pow(beta_1, t))
+
+
 def adam_step(m, v, step, scale, beta_1, beta_2, epsilon):
     """Adam's step ``scale * m_hat / (sqrt(v_hat) + eps)`` from its raw moments, in Keras's float order
     (bias corrections folded into the step size), for ``Adam`` and for rules that build on Adam."""
-    t = step_count(step)
-    alpha = scale * tf.sqrt(1.0 - tf.pow(beta_2, t)) / (1.0 - tf.pow(beta_1, t))
+    alpha = adam_step_size(step, scale, beta_1, beta_2)
     return (m * alpha) / (tf.sqrt(v) + epsilon)
 
 
