@@ -225,15 +225,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 def _use_native_kernel(rule):
     """native_kernel="auto": the native whole-step kernel where it is the fastest step, that is where the rule has
     one and the model trains on the CPU (a GPU or TPU gets XLA), if the kernel builds here (else XLA, with a warning)."""
-    if not rule.NATIVE_STEP or tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return False
-    try:
-        kernels.load()
-    except kernels.KernelBuildError as error:
-        warnings.warn(f"LearnedOptimizer: the native CPU kernel is unavailable ({str(error).splitlines()[0]}); the rule "
-                      "step runs compiled by XLA instead (native_kernel=False silences this).", stacklevel=3)
-        return False
-    return True
+    return rule.NATIVE_STEP and kernels.usable_here(
+        "LearnedOptimizer: the rule step runs compiled by XLA instead (native_kernel=False silences this)")
 
 
 def _assign_rule_weights(rule, values):

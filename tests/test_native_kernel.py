@@ -198,7 +198,7 @@ def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch
     traced = []
     step = kernels.lstm_stack_step
     monkeypatch.setattr(kernels, "lstm_stack_step", lambda *args: traced.append(1) or step(*args))
-    reference = _quadratic_trainer(tmp_path / "tf")
+    reference = _quadratic_trainer(tmp_path / "tf", native_kernel=False)
     native = _quadratic_trainer(tmp_path / "native", native_kernel=True)
     loss, grads = reference.meta_gradient()
     assert not traced
@@ -221,3 +221,51 @@ def test_meta_trainer_with_native_kernel_equals_tensorflow(tmp_path, monkeypatch
 def test_meta_trainer_native_kernel_conflicts_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         MetaTrainConfig.from_flat(task="quadratic", native_kernel=True, **overrides)
+
+
+def _recorded_choice(out_dir):
+    return json.loads(open(out_dir / "config.json").read())["unrolling"]["native_kernel"]
+
+
+def test_auto_runs_the_stack_kernel_where_it_is_faster_and_records_the_choice(tmp_path):
+    """--native_kernel=auto (the default): the stack kernel for a rule with an LSTM stack on a CPU, the TF path where
+    the rule has none or XLA is asked for; config.json records the choice (True/False, never "auto")."""
+    stack = _quadratic_trainer(tmp_path / "dmlstm", meta_steps=1)
+    assert MetaTrainConfig.from_flat(task="quadratic").unrolling.native_kernel == "auto"
+    assert stack.config.unrolling.native_kernel is True
+    stack.train(verbose=0)
+    assert _recorded_choice(tmp_path / "dmlstm") is True
+    mlp = _quadratic_trainer(tmp_path / "adafac", rule="adafac_mlp", rule_kwargs={"hidden_size": 4}, meta_steps=1)
+    xla = _quadratic_trainer(tmp_path / "xla", jit_compile=True, meta_steps=1)
+    assert mlp.config.unrolling.native_kernel is False and xla.config.unrolling.native_kernel is False
+
+
+def test_a_resume_keeps_the_recorded_choice_and_refuses_another(tmp_path):
+    """A run recorded with the TF path resumes on it under auto (exactly, whatever this machine would choose), and
+    resumes to the same weights as an uninterrupted TF run; an explicit different choice is refused."""
+    whole = _quadratic_trainer(tmp_path / "whole", native_kernel=False, meta_steps=4)
+    whole.train(verbose=0)
+    first = _quadratic_trainer(tmp_path / "run", native_kernel=False, meta_steps=2, checkpoint_every=1)
+    first.train(verbose=0)
+    resumed = _quadratic_trainer(tmp_path / "run", meta_steps=4, checkpoint_every=1)  # auto
+    assert resumed.config.unrolling.native_kernel is False
+    resumed.train(verbose=0)
+    for a, b in zip(resumed.rule.weights, whole.rule.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="different config \\(native_kernel\\)"):
+        _quadratic_trainer(tmp_path / "run", native_kernel=True, meta_steps=5).train(verbose=0)
+
+
+def test_auto_falls_back_to_tensorflow_with_a_warning_where_the_kernels_do_not_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(kernels, "_library", None)
+    with pytest.warns(UserWarning, match="native CPU kernel is unavailable.*LSTM stack in TensorFlow"):
+        trainer = _quadratic_trainer(tmp_path / "run", meta_steps=1)
+    assert trainer.config.unrolling.native_kernel is False
+
+
+def test_native_kernel_flag_values():
+    assert MetaTrainConfig.from_flat(task="quadratic", native_kernel="true").unrolling.native_kernel is True
+    assert MetaTrainConfig.from_flat(task="quadratic", native_kernel="false").unrolling.native_kernel is False
+    with pytest.raises(ValueError, match="native_kernel must be auto, true or false, got 'yes'"):
+        MetaTrainConfig.from_flat(task="quadratic", native_kernel="yes")

@@ -13,7 +13,8 @@ The sources ship with the package; the first use compiles them with the system C
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) and the flags of ``tf.sysconfig`` into
 ``$L2O_KERNEL_CACHE`` (default ``~/.cache/l2o_tf/kernels``), keyed by the sources, the
 TensorFlow version, the compiler and its flags, and this CPU, so later processes load the
-library in milliseconds.
+library in milliseconds.  ``$L2O_KERNEL_MARCH`` (default ``native``) is the ``-march`` they are
+built for: ``haswell`` builds the AVX2 kernels on an AVX-512 machine (what an AVX2-only CPU runs).
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import tensorflow as tf
 
@@ -99,7 +101,8 @@ def _command(compiler, output):
     # TensorFlow's bundled Eigen then fails to compile (PacketMathFP16.h) with GCC 12.  The
     # kernels compute in float32, so they lose nothing without it.
     no_fp16 = ["-mno-avx512fp16"] if _accepts(compiler, "-mno-avx512fp16") else []
-    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-ffp-contract=fast", "-w",
+    march = os.environ.get("L2O_KERNEL_MARCH") or "native"
+    return ([compiler, "-std=c++17", "-shared", "-fPIC", "-O3", f"-march={march}", *no_fp16, "-ffp-contract=fast", "-w",
              *_SOURCES, "-o", output]
             + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
@@ -141,6 +144,20 @@ def load():
         except (tf.errors.NotFoundError, OSError) as error:
             raise KernelBuildError(f"loading the compiled kernel {path} failed: {error}") from error
     return _library
+
+
+def usable_here(fallback):
+    """Whether the native kernels are the step to run here: no GPU or TPU (those run TensorFlow's or
+    XLA's kernels) and the kernels build; if they do not build, one warning says so and names
+    ``fallback`` (what runs instead, and the setting that silences it)."""
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return False
+    try:
+        load()
+    except KernelBuildError as error:
+        warnings.warn(f"the native CPU kernel is unavailable ({str(error).splitlines()[0]}); {fallback}.", stacklevel=3)
+        return False
+    return True
 
 
 def lstm_stack_step(inputs, state, new_prefix, kernels, biases, embedding=None):

@@ -44,9 +44,14 @@ class UnrollOptions:
     # XLA's stateless random ops draw other numbers than TF's kernels for the same seed, so an XLA
     # run is a different (equally deterministic) run: it belongs to the config.
     jit_compile: bool = option(False, "Compile the unrolls with XLA (its random batches differ from the non-XLA run's).")
-    # Equal to the TF step to float rounding, so like jit_compile it belongs to the config.
-    native_kernel: bool = option(False, "Run the rule's LSTM stack (forward and backward) with l2o_tf's native fused "
-                                 "CPU kernels (needs a C++ compiler; excludes --jit_compile).")
+    # Equal to the TF step to float rounding, so like jit_compile it belongs to the config: a run
+    # records what "auto" chose (MetaTrainer) and a resume keeps it.
+    native_kernel: object = option("auto", "Run the rule's LSTM stack (forward and backward) with l2o_tf's native fused "
+                                   "CPU kernels (needs a C++ compiler; excludes --jit_compile).  auto: where it is the "
+                                   "faster path, that is for a rule with an LSTM stack (dmlstm, rnnprop) on a CPU-only "
+                                   "machine without --jit_compile or --maml_second_order, if the kernels build; the "
+                                   "run's config.json records the choice and a resume keeps it.",
+                                   choices=("auto", "true", "false"))
 
     @property
     def objective_validation_weight(self):
@@ -198,6 +203,7 @@ class MetaTrainConfig:
         if estimation.estimator == "maml" and maml.maml_inner_steps == 0:
             maml.maml_inner_steps = 1
         antithetic = estimation.estimator in ("es", "pes")
+        unrolling.native_kernel = {"true": True, "false": False}.get(unrolling.native_kernel, unrolling.native_kernel)
         schedule.curriculum = tuple(int(t) for t in schedule.curriculum)
         self.task_family = self._task_family(self.task_family)
         unroll = unrolling.unroll
@@ -230,9 +236,11 @@ class MetaTrainConfig:
              f"--estimator={estimation.estimator} unrolls antithetic pairs: optimizees must be even, "
              f"got {self.distribution.optimizees}"),
             (not antithetic or estimation.es_sigma > 0, f"es_sigma must be > 0, got {estimation.es_sigma}"),
-            (not (unrolling.native_kernel and unrolling.jit_compile),
+            (unrolling.native_kernel in ("auto", True, False),
+             f"native_kernel must be auto, true or false, got {unrolling.native_kernel!r}"),
+            (not (unrolling.native_kernel is True and unrolling.jit_compile),
              "native_kernel runs custom ops that XLA cannot compile: pass jit_compile or native_kernel, not both"),
-            (not (unrolling.native_kernel and maml.maml_second_order and maml.maml_inner_steps),
+            (not (unrolling.native_kernel is True and maml.maml_second_order and maml.maml_inner_steps),
              "native_kernel has no second derivative: it does not combine with maml_second_order"),
         ]
         for ok, message in checks:

@@ -8,6 +8,7 @@ state.  Optimizee seeds and batches are pure functions of those counters, so
 no RNG state needs saving.
 """
 
+import copy
 import json
 import math
 import os
@@ -48,6 +49,7 @@ class MetaTrainer:
                 raise ValueError(f"rule {config.rule!r} has no weights to meta-train; use dmlstm or rnnprop.")
             self.meta_optimizer = keras.optimizers.Adam(config.meta_lr, global_clipnorm=config.clipnorm)
             self.meta_optimizer.build(self.rule.trainable_variables)
+        self.config = config = self._resolve_native_kernel(config)
         self.unroll_config = config.unrolling.unroll_config()
 
         counter = lambda value=0: tf.Variable(value, dtype=tf.int64, trainable=False)  # noqa: E731
@@ -258,12 +260,39 @@ class MetaTrainer:
                                     for init, seed in zip(inits, optimizee_seeds)])
         self.optimizee_step.assign(0)
 
+    def _saved_config(self):
+        """The config of the run ``out_dir`` holds (options it did not record: defaults), or None."""
+        path = os.path.join(self.out_dir, "config.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return MetaTrainConfig.from_dict(json.load(f))
+
+    def _resolve_native_kernel(self, config):
+        """``native_kernel="auto"`` made a choice: the one the run in ``out_dir`` recorded (a resume stays exact on
+        any machine), else the faster path here: the native stack kernel for a rule with an LSTM stack on a CPU-only
+        machine (faster on AVX-512 and on AVX2: docs/benchmarks.md, benchmarks.meta_train_native_vs_tf) where
+        nothing excludes it (XLA, second-order MAML) and it builds."""
+        if config.unrolling.native_kernel != "auto":
+            return config
+        saved = self._saved_config()
+        choice = saved.unrolling.native_kernel if saved is not None else "auto"
+        if choice == "auto":
+            maml = config.maml
+            choice = bool(self.rule.NATIVE_STACK and not config.unrolling.jit_compile
+                          and not (maml.maml_second_order and maml.maml_inner_steps)
+                          and kernels.usable_here("meta-training runs the rule's LSTM stack in TensorFlow instead "
+                                                  "(--native_kernel=false silences this)"))
+        config = copy.deepcopy(config)
+        config.unrolling.native_kernel = choice
+        return config
+
     def _prepare_out_dir(self):
         os.makedirs(self.out_dir, exist_ok=True)
         path = os.path.join(self.out_dir, "config.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = MetaTrainConfig.from_dict(json.load(f)).flat()  # options it did not record: defaults
+        saved = self._saved_config()
+        if saved is not None:
+            saved = saved.flat()
             mine = self.config.flat()
             different = sorted(k for k in mine if saved[k] != mine[k] and k not in MetaTrainConfig.RESUMABLE_CHANGES)
             if different:

@@ -38,6 +38,8 @@ class UpdateRule(keras.layers.Layer):
     LAYOUT_AWARE = False
     # Whether the whole step has a native CPU kernel (l2o_tf.kernels) that ``kernels.native(whole_rule=True)`` runs.
     NATIVE_STEP = False
+    # Whether the rule runs an LSTMStack, whose native kernel (with its gradient) serves meta-training.
+    NATIVE_STACK = False
 
     def __init__(self, seed=0, name=None, **kwargs):
         # Rules always compute in float32: under a mixed-precision policy the

@@ -31,7 +31,7 @@ class DMLSTM(UpdateRule):
     State per coordinate: the LSTM stack's ``h`` and ``c`` (``2 * layers * hidden``).
     """
 
-    NATIVE_STEP = True
+    NATIVE_STEP = NATIVE_STACK = True
     CONFIG_FIELDS = ("hidden_size", "num_layers", "preprocess", "preprocess_k", "output_scale")
 
     def __init__(

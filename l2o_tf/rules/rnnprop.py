@@ -30,7 +30,7 @@ class RNNprop(UpdateRule):
     State per coordinate: ``[m, v]`` (and ``u``) followed by the LSTM stack's ``h`` and ``c``.
     """
 
-    NATIVE_STEP = True
+    NATIVE_STEP = NATIVE_STACK = True
     CONFIG_FIELDS = ("hidden_size", "num_layers", "beta_1", "beta_2", "epsilon", "output_scale", "output_form",
                      "long_beta_2")
     OUTPUT_FORMS = ("tanh", "adam_scaled")
