@@ -13,7 +13,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Where to write the merged JSON.")
 flags.DEFINE_list("only", [], "Run only these benchmarks (merged into an existing --output).")
 
-BENCHMARKS = ["matmul_gflops", "rule_flop_fraction", "fit_step_ms", "meta_train_steps_per_s", "estimator_steps_per_s",
+BENCHMARKS = ["matmul_gflops", "rule_flop_fraction", "fit_step_ms", "meta_train_steps_per_s", "meta_train_native_vs_tf",
+              "estimator_steps_per_s",
               "pytorch_l2l", "regularizer_overhead"]
 
 
