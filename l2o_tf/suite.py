@@ -218,6 +218,7 @@ def fit_run(task, make_optimizer, seed, steps, callbacks=(), data=None, test_exa
     adapters = [c for c in callbacks if hasattr(c, "kept")]
     if adapters:  # AdaptOnFit: whether its guard kept each adaptation (else the run is the unadapted rule's)
         out["adaptation_kept"] = [bool(k) for c in adapters for k in c.kept]
+        out["adaptation_decisions"] = [d for c in adapters for d in getattr(c, "decisions", [])]
     return out
 
 
@@ -341,7 +342,9 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
                 "seconds_per_step": _mean(runs, "seconds_per_step"),
                 "diverged": sum(bool(r["diverged"]) for r in runs), "optimizer_key": key,
                 "final_losses": [r["final_loss"] for r in runs],
-                **({"adaptation_kept": [r.get("adaptation_kept") for r in runs]}
+                **({"adaptation_kept": [r.get("adaptation_kept") for r in runs],
+                    "adaptation_choices": [[(d["choice"], d["scale"]) for d in r.get("adaptation_decisions", [])]
+                                           for r in runs]}
                    if any("adaptation_kept" in r for r in runs) else {}),
                 "curve": np.mean([r["curve"] for r in runs], 0).tolist(),
             }

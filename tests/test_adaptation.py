@@ -1,5 +1,7 @@
 """M-L2O: MAML meta-gradients against finite differences, and test-time adaptation."""
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -135,7 +137,7 @@ def test_adapt_on_fit_adapts_the_rule_only():
     rule_before = [w.numpy().copy() for w in optimizer.rule.weights]
     model_before = [w.numpy().copy() for w in model.weights]
     callback = l2o_tf.AdaptOnFit(x, y, steps=3, every=2, unroll=5, learning_rate=1e-2, batch_size=32,
-                                 keep_if_better=False)
+                                 keep_if_better=False, scales=(1.0,))
 
     class ModelUntouchedByAdaptation(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -145,8 +147,12 @@ def test_adapt_on_fit_adapts_the_rule_only():
     model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[callback, ModelUntouchedByAdaptation()])
     assert callback.adaptations == 2  # start of fit, epoch 2
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(rule_before, optimizer.rule.weights))
-    with pytest.raises(ValueError, match="steps >= 1"):
-        l2o_tf.AdaptOnFit(x, y, steps=0)
+    with pytest.raises(ValueError, match="steps >= 0"):
+        l2o_tf.AdaptOnFit(x, y, steps=-1)
+    with pytest.raises(ValueError, match="nothing to adapt"):
+        l2o_tf.AdaptOnFit(x, y, steps=0, scales=(1.0,))
+    with pytest.raises(ValueError, match="keep_if_better=False needs scales=\\(1.0,\\)"):
+        l2o_tf.AdaptOnFit(x, y, keep_if_better=False)
 
 
 def test_adapt_on_fit_keeps_the_rule_when_adaptation_does_worse_on_held_out_unrolls():
@@ -164,13 +170,84 @@ def test_adapt_on_fit_keeps_the_rule_when_adaptation_does_worse_on_held_out_unro
         optimizer = l2o_tf.pretrained.load("rnnprop-mnist")
         model.compile(optimizer=optimizer, loss="mse")
         before = [w.numpy().copy() for w in optimizer.rule.weights]
-        callback = l2o_tf.AdaptOnFit(x, y, steps=3, unroll=5, learning_rate=lr, batch_size=32, margin=margin)
+        callback = l2o_tf.AdaptOnFit(x, y, steps=3, unroll=5, learning_rate=lr, batch_size=32, margin=margin,
+                                     scales=(1.0,))
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
         changed = any(not np.array_equal(a, b.numpy()) for a, b in zip(before, optimizer.rule.weights))
         decisions[lr, margin] = (callback.kept, changed)
     assert decisions[3.0, 0.01] == ([False], False)
     assert decisions[1e-2, 0.01] == ([True], True)
-    assert decisions[1e-2, 0.9] == ([False], False)  # helps, but not by 90% over the 25-step checks
-    assert l2o_tf.AdaptOnFit.settings(steps=2)["check_steps"] is None  # defaults: 5 x unroll
+    assert decisions[1e-2, 0.9] == ([False], False)  # helps, but not by 90% over the checks
+    assert l2o_tf.AdaptOnFit.settings(steps=2)["check_steps"] is None  # defaults: the fit's length
     with pytest.raises(ValueError, match="margin < 1"):
         l2o_tf.AdaptOnFit(x, y, margin=1.0)
+
+
+def _regression(seed=0):
+    gen = np.random.default_rng(seed)
+    x = gen.normal(size=(512, 6)).astype("float32")
+    return x, (x @ gen.normal(size=(6, 1))).astype("float32")
+
+
+def _fit_with_sgd_rule(rate, callbacks=(), epochs=2):
+    """Linear regression trained by the SGD rule at ``rate`` (8 steps an epoch): the final training loss."""
+    import keras  # noqa: PLC0415
+
+    x, y = _regression()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    optimizer = l2o_tf.LearnedOptimizer(rules.SGD(learning_rate=rate))
+    model.compile(optimizer=optimizer, loss="mse")
+    history = model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=False, callbacks=list(callbacks))
+    return history.history["loss"][-1], optimizer
+
+
+@pytest.mark.parametrize("rate, chosen", [(2e-3, 2.0), (0.9, 0.5), (0.45, 1.0)])
+def test_adapt_on_fit_chooses_the_step_size_that_ends_lowest_over_the_fits_length(rate, chosen):
+    """Steps too small (2e-3 on a linear regression) get the larger scale, steps that oscillate (0.9) the
+    smaller, and a good rate (0.45) stays; the held-out trajectories are as long as the fit (2 x 8 steps); a
+    chosen scale ends the fit lower than none."""
+    callback = l2o_tf.AdaptOnFit(*_regression(1), steps=0, batch_size=64, scales=(0.5, 1.0, 2.0))
+    adapted_loss, optimizer = _fit_with_sgd_rule(rate, [callback])
+    plain_loss, _ = _fit_with_sgd_rule(rate)
+    (decision,) = callback.decisions
+    assert decision["check_steps"] == 16 and decision["scale"] == chosen
+    assert float(optimizer.learning_rate) == pytest.approx(chosen)
+    assert callback.kept == [chosen != 1.0]
+    assert set(decision["scores"]) == {"as is", "lr x 0.5", "lr x 2"}
+    if chosen != 1.0:
+        assert adapted_loss < plain_loss
+
+
+def test_adapt_on_fit_checks_until_the_next_adaptation_capped_by_check_steps():
+    callback = l2o_tf.AdaptOnFit(*_regression(1), steps=0, batch_size=64, every=2, check_steps=12)
+    _fit_with_sgd_rule(2e-3, [callback], epochs=5)
+    assert [d["epoch"] for d in callback.decisions] == [0, 2, 4]
+    assert [d["check_steps"] for d in callback.decisions] == [12, 12, 8]  # 2 epochs capped at 12; 1 epoch left
+
+
+@pytest.mark.skipif(not any(shutil.which(name) for name in ("c++", "g++", "clang++")),
+                    reason="no C++ compiler on this machine to build the native kernel")
+@pytest.mark.parametrize("name", ["general", "rnnprop-mnist"])
+def test_the_guards_trajectories_run_the_native_step_as_fit_does_and_score_as_the_tf_step(name):
+    """The held-out trajectories run the rule step fit runs (the native kernel); with candidate weights other
+    than the rule's own and a step scale, their scores equal the TF step's to float rounding."""
+    import keras  # noqa: PLC0415
+
+    from l2o_tf.tasks.keras_model import KerasModelTask  # noqa: PLC0415
+
+    x, y = _regression(2)
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    rule = l2o_tf.pretrained.load_rule(name)
+    other = adaptation.copy_rule(rule)
+    for weight in other.trainable_weights:
+        weight.assign(weight * 1.2)
+    task = KerasModelTask("check", lambda seed: model, ((x, y), (x[:1], y[:1])), model.loss, batch_size=32)
+    guard = l2o_tf.AdaptOnFit(x, y, steps=0, check_unrolls=2)
+    candidates = [(rule, 1.0), (other, 0.7)]
+    tf_scores = guard._held_out_scores(rule, candidates, task, 11, 40, native_kernel=False)
+    native_scores = guard._held_out_scores(rule, candidates, task, 11, 40, native_kernel=True)
+    assert not np.allclose(tf_scores[0], tf_scores[1], rtol=1e-3)  # the candidates differ
+    np.testing.assert_allclose(native_scores, tf_scores, rtol=1e-5)

@@ -21,15 +21,16 @@ from l2o_tf.optimizer import LearnedOptimizer
 
 
 class WithWeights:
-    """The rule called with explicit weight tensors (what the unroll calls as ``rule``)."""
+    """The rule called with explicit weight tensors (what the unroll calls as ``rule``); its updates times
+    ``scale``, as ``LearnedOptimizer(rule, learning_rate=scale)`` applies them."""
 
-    def __init__(self, rule, weights):
-        self.rule, self.weights = rule, list(weights)
+    def __init__(self, rule, weights, scale=1.0):
+        self.rule, self.weights, self.scale = rule, list(weights), scale
         self.LAYOUT_AWARE = rule.LAYOUT_AWARE
 
     def __call__(self, grads, params, state, step, **layout):
         (updates, new_state), _ = self.rule.stateless_call(self.weights, [], grads, params, state, step, **layout)
-        return updates, new_state
+        return updates * self.scale, new_state
 
 
 def fresh_optimizee(rule, task, seed):
@@ -38,16 +39,17 @@ def fresh_optimizee(rule, task, seed):
     return params, rule.initial_state(sum(p.shape.num_elements() for p in params))
 
 
-def unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None):
-    """One unroll from ``start = (params, state)`` of optimizee ``seed`` at ``start_step``, rule weights ``weights``."""
+def unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None, scale=1.0):
+    """One unroll from ``start = (params, state)`` of optimizee ``seed`` at ``start_step``, rule weights ``weights``
+    (updates times ``scale``)."""
     params, state = start
-    return unroll_lib.unroll(task, WithWeights(rule, weights), params, state, seed, start_step, unroll_config,
+    return unroll_lib.unroll(task, WithWeights(rule, weights, scale), params, state, seed, start_step, unroll_config,
                              loss_scale=loss_scale)
 
 
-def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None):
+def unroll_meta_loss(rule, weights, task, start, seed, unroll_config, start_step=0, loss_scale=None, scale=1.0):
     """The meta-loss of :func:`unroll_with_weights`."""
-    return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step, loss_scale).meta_loss
+    return unroll_with_weights(rule, weights, task, start, seed, unroll_config, start_step, loss_scale, scale).meta_loss
 
 
 def copy_rule(rule):
@@ -120,12 +122,13 @@ def maml_meta_gradient(rule, task, inner, outer, unroll_config, maml_config, sta
     return (outer.meta_loss, grads, outer) if return_unroll else (outer.meta_loss, grads)
 
 
-def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0, log_loss=False):
+def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0, log_loss=False, scale=1.0):
     """Test-time adaptation: a copy of ``optimizer`` whose rule took ``steps`` Adam steps on ``task``.
 
     Each step minimises the meta-loss of a ``unroll_length``-step unroll of a
     fresh optimizee of ``task`` (seeds ``seed, seed + 1, ...``); ``log_loss`` as
-    in :class:`l2o_tf.meta.UnrollConfig`.  The given optimizer is left untouched.
+    in :class:`l2o_tf.meta.UnrollConfig`; the updates times ``scale`` (the learning
+    rate the rule will be applied with).  The given optimizer is left untouched.
     """
     if steps < 0:
         raise ValueError(f"adapt needs steps >= 0, got {steps}.")
@@ -139,7 +142,8 @@ def adapt(optimizer, task, steps=5, learning_rate=1e-3, unroll_length=20, seed=0
     @tf.function
     def step(start, optimizee_seed):
         with tf.GradientTape() as tape:
-            loss = unroll_meta_loss(copy, [w.value for w in copy.trainable_weights], task, start, optimizee_seed, config)
+            loss = unroll_meta_loss(copy, [w.value for w in copy.trainable_weights], task, start, optimizee_seed, config,
+                                    scale=scale)
         meta_optimizer.apply_gradients(zip(tape.gradient(loss, copy.trainable_weights), copy.trainable_weights))
         return loss
 
