@@ -251,3 +251,14 @@ def test_the_guards_trajectories_run_the_native_step_as_fit_does_and_score_as_th
     native_scores = guard._held_out_scores(rule, candidates, task, 11, 40, native_kernel=True)
     assert not np.allclose(tf_scores[0], tf_scores[1], rtol=1e-3)  # the candidates differ
     np.testing.assert_allclose(native_scores, tf_scores, rtol=1e-5)
+
+
+def test_adapt_on_fit_scales_refuse_a_learning_rate_schedule():
+    import keras  # noqa: PLC0415
+
+    x, y = _regression()
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.9)
+    model.compile(optimizer=l2o_tf.LearnedOptimizer(rules.SGD(learning_rate=1.0), learning_rate=schedule), loss="mse")
+    with pytest.raises(ValueError, match="scales multiply a constant learning rate.*pass scales=\\(1.0,\\)"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[l2o_tf.AdaptOnFit(x, y, steps=0)])
