@@ -69,7 +69,17 @@ class AdaptOnFit(keras.callbacks.Callback):
         self.learning_rate, self.batch_size, self.seed = float(learning_rate), int(batch_size), int(seed)
         self.scales, self.keep_if_better, self.check_unrolls = scales, bool(keep_if_better), int(check_unrolls)
         self.check_steps, self.margin = check_steps, float(margin)
-        self.adaptations, self.kept, self.decisions = 0, [], []
+        self.decisions = []
+
+    @property
+    def adaptations(self):
+        """How many times it has adapted (each round draws its own seeds)."""
+        return len(self.decisions)
+
+    @property
+    def kept(self):
+        """Whether each adaptation changed the optimizer (its rule weights or learning rate)."""
+        return [d["choice"] != "as is" for d in self.decisions]
 
     @classmethod
     def settings(cls, **kwargs):
@@ -89,7 +99,8 @@ class AdaptOnFit(keras.callbacks.Callback):
         if not steps or not epochs:
             return int(self.check_steps or 5 * self.unroll)
         left = (epochs - epoch) if not self.every else min(self.every, epochs - epoch)
-        return max(1, min(int(steps) * left, int(self.check_steps or 10**9)))
+        horizon = max(1, int(steps) * left)
+        return min(horizon, self.check_steps) if self.check_steps else horizon
 
     def _adapt(self, epoch):
         optimizer = self.model.optimizer
@@ -104,17 +115,17 @@ class AdaptOnFit(keras.callbacks.Callback):
             "adapt_on_fit", lambda seed: model, ((self.x, self.y), (self.x[:1], self.y[:1])),
             model.loss, batch_size=self.batch_size,
         )
-        rate = float(optimizer.learning_rate)
+        rate, first_seed = float(optimizer.learning_rate), seeds.adaptation_round(self.seed, self.adaptations)
         adapted_rule = adaptation.adapt(
             rule, task, steps=self.steps, learning_rate=self.learning_rate, unroll_length=self.unroll,
-            seed=seeds.adaptation_round(self.seed, self.adaptations), scale=rate,
+            seed=first_seed, scale=rate,
         ) if self.steps else None
         candidates = [("as is", rule, 1.0)] + [(f"lr x {s:g}", rule, s) for s in self.scales if s != 1.0]
         if adapted_rule is not None:
             candidates.append(("adapted", adapted_rule, 1.0))
         decision = {"epoch": int(epoch), "choice": "adapted" if adapted_rule is not None else "as is", "scale": 1.0}
         if self.keep_if_better:
-            check_seed = seeds.adaptation_round(self.seed, self.adaptations) + self.steps  # past the adaptation's
+            check_seed = first_seed + self.steps  # past the adaptation's
             horizon = self._horizon(epoch)
             scores = self._held_out_scores(rule, [(r, rate * s) for _, r, s in candidates], task, check_seed, horizon,
                                            optimizer.native_kernel)
@@ -130,9 +141,7 @@ class AdaptOnFit(keras.callbacks.Callback):
         if decision["scale"] != 1.0:
             optimizer.learning_rate = rate * decision["scale"]
         decision["seconds"] = time.perf_counter() - start
-        self.kept.append(decision["choice"] != "as is")
         self.decisions.append(decision)
-        self.adaptations += 1
 
     def _held_out_scores(self, rule, candidates, task, first_seed, horizon, native_kernel):
         """Per candidate ``(rule with rule's weights, step scale)``, the mean training loss over the last tenth of

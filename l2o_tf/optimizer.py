@@ -226,7 +226,7 @@ def _use_native_kernel(rule):
     """native_kernel="auto": the native whole-step kernel where it is the fastest step, that is where the rule has
     one and the model trains on the CPU (a GPU or TPU gets XLA), if the kernel builds here (else XLA, with a warning)."""
     return rule.NATIVE_STEP and kernels.usable_here(
-        "LearnedOptimizer: the rule step runs compiled by XLA instead (native_kernel=False silences this)")
+        "LearnedOptimizer", "the rule step runs compiled by XLA instead (native_kernel=False silences this)")
 
 
 def _assign_rule_weights(rule, values):

@@ -146,16 +146,18 @@ def load():
     return _library
 
 
-def usable_here(fallback):
+def usable_here(who, fallback):
     """Whether the native kernels are the step to run here: no GPU or TPU (those run TensorFlow's or
-    XLA's kernels) and the kernels build; if they do not build, one warning says so and names
-    ``fallback`` (what runs instead, and the setting that silences it)."""
+    XLA's kernels) and the kernels build; if they do not build, one warning from ``who`` says so and
+    names ``fallback`` (what runs instead, and the setting that silences it).  The warning points at
+    the caller's caller's caller: the user's line that built the optimizer or the trainer."""
     if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
         return False
     try:
         load()
     except KernelBuildError as error:
-        warnings.warn(f"the native CPU kernel is unavailable ({str(error).splitlines()[0]}); {fallback}.", stacklevel=3)
+        warnings.warn(f"{who}: the native CPU kernel is unavailable ({str(error).splitlines()[0]}); {fallback}.",
+                      stacklevel=4)
         return False
     return True
 

@@ -281,8 +281,8 @@ class MetaTrainer:
             maml = config.maml
             choice = bool(self.rule.NATIVE_STACK and not config.unrolling.jit_compile
                           and not (maml.maml_second_order and maml.maml_inner_steps)
-                          and kernels.usable_here("meta-training runs the rule's LSTM stack in TensorFlow instead "
-                                                  "(--native_kernel=false silences this)"))
+                          and kernels.usable_here("MetaTrainer", "meta-training runs the rule's LSTM stack in "
+                                                  "TensorFlow instead (--native_kernel=false silences this)"))
         config = copy.deepcopy(config)
         config.unrolling.native_kernel = choice
         return config
