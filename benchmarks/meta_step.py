@@ -53,6 +53,20 @@ def time_meta_steps(steps=10, warmup=2, jit_compile=False, **config):
     return seconds, memory.bytes
 
 
+def time_in_turns(timers, rounds, steps):
+    """``{name: [seconds per step of each round]}`` for ``{name: MetaStepTimer}`` timed in turns (A B A B ...),
+    ``steps`` meta steps each per round; the timers are closed afterwards."""
+    seconds = {name: [] for name in timers}
+    try:
+        for _ in range(rounds):
+            for name, timer in timers.items():
+                seconds[name].append(timer.seconds_per_step(steps))
+    finally:
+        for timer in timers.values():
+            timer.close()
+    return seconds
+
+
 def warm_up():
     """Build and run one throwaway trainer: the process's first one pays one-off costs (thread pools,
     allocator growth) that would otherwise land on whichever configuration is timed first."""

@@ -9,7 +9,7 @@ import os
 import statistics
 import sys
 
-from benchmarks.meta_step import MetaStepTimer, warm_up
+from benchmarks.meta_step import MetaStepTimer, time_in_turns, warm_up
 from benchmarks.timing import emit
 
 UNROLL = 20
@@ -24,14 +24,7 @@ def measure(rules=("dmlstm", "rnnprop"), rounds=5, steps=10):
     for rule in rules:
         timers = {"tf": MetaStepTimer(rule=rule, unroll=UNROLL), "native": MetaStepTimer(rule=rule, unroll=UNROLL,
                                                                                           native_kernel=True)}
-        seconds = {name: [] for name in timers}
-        try:
-            for _ in range(rounds):
-                for name, timer in timers.items():
-                    seconds[name].append(timer.seconds_per_step(steps))
-        finally:
-            for timer in timers.values():
-                timer.close()
+        seconds = time_in_turns(timers, rounds, steps)
         for name, values in seconds.items():
             result[f"{rule}_{name}_optimizee_steps_per_s"] = UNROLL / statistics.median(values)
         result[f"{rule}_native_speedup"] = statistics.median(seconds["tf"]) / statistics.median(seconds["native"])

@@ -2,7 +2,7 @@
 
 import statistics
 
-from benchmarks.meta_step import MetaStepTimer, warm_up
+from benchmarks.meta_step import MetaStepTimer, time_in_turns, warm_up
 from benchmarks.timing import emit
 
 PENALTIES = {
@@ -19,14 +19,7 @@ def measure(rounds=3, steps=10):
     warm_up()
     timers = {"vanilla": MetaStepTimer()}
     timers.update({name: MetaStepTimer(**config) for name, config in PENALTIES.items()})
-    times = {name: [] for name in timers}
-    try:
-        for _ in range(rounds):
-            for name, timer in timers.items():
-                times[name].append(timer.seconds_per_step(steps))
-    finally:
-        for timer in timers.values():
-            timer.close()
+    times = time_in_turns(timers, rounds, steps)
     result = {"task": "mnist_mlp", "rule": "rnnprop", "unroll": 20, "rounds": rounds, "steps_per_round": steps,
               "vanilla_s": statistics.median(times["vanilla"])}
     for name in PENALTIES:
