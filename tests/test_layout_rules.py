@@ -12,6 +12,7 @@ from l2o_tf import rules, tasks
 from l2o_tf.export import load_saved_model, export_saved_model
 from l2o_tf.meta import MetaTrainConfig, MetaTrainer, UnrollConfig
 from l2o_tf.meta import unroll as unroll_lib
+from l2o_tf.rules.base import apply_rule
 from l2o_tf.rules.layout import Layout
 from numerics import directional_fd_check, random_rule_state, stateless_unroll
 
@@ -50,6 +51,23 @@ def test_layout_means_match_numpy():
             np.testing.assert_array_equal(rows[start:start + size], x[start:start + size])
         start += size
     assert layout.factored().numpy().tolist() == [True] * 12 + [False] * 5 + [True] * 24 + [False]
+
+
+def test_a_traced_step_holds_no_constant_as_large_as_the_model(rule_cls):
+    """Per-coordinate index constants are copied into every traced step: 80 steps of a 1.6M-coordinate
+    autoencoder's PES meta step serialised past the 2 GB limit of a FunctionDef.  The graph must not grow
+    with the number of coordinates."""
+    def graph_bytes(shapes):
+        layout = Layout(shapes)
+        rule = rule_cls(seed=0)
+        n = layout.num_coordinates
+        spec = tf.TensorSpec([n], tf.float32)
+        state = tf.TensorSpec([n, rule.state_size], tf.float32)
+        step = tf.function(lambda g, p, s: apply_rule(rule, g, p, s, tf.constant(0, tf.int64), layout))
+        return step.get_concrete_function(spec, spec, state).graph.as_graph_def().ByteSize()
+
+    small, large = graph_bytes(((3, 4), (4,), (4, 2))), graph_bytes(((300, 400), (400,), (400, 200)))
+    assert large < small + 4096, (small, large)
 
 
 def _fit(rule_cls, fused, steps=4, jit_compile=False):

@@ -49,10 +49,6 @@ class Layout:
     def num_tensors(self):
         return len(self.shapes)
 
-    @functools.cached_property
-    def _segment_ids(self):
-        return np.repeat(np.arange(self.num_tensors, dtype=np.int32), self.sizes)
-
     def tensor_mean(self, x, broadcastable=False):
         """Mean of ``x`` ``[n, ...]`` over each tensor's coordinates, broadcast back to ``[n, ...]``.
 
@@ -61,10 +57,7 @@ class Layout:
         """
         if broadcastable and self.num_tensors == 1:
             return tf.reduce_mean(x, axis=0, keepdims=True)
-        # unsorted_segment_sum, not segment_mean: XLA (jit_compile) compiles only the former.
-        sums = tf.math.unsorted_segment_sum(x, tf.constant(self._segment_ids), self.num_tensors)
-        sizes = tf.reshape(tf.constant(self.sizes, x.dtype), [-1] + [1] * (len(x.shape) - 1))
-        return self.broadcast(sums / sizes)
+        return self.broadcast(tf.stack([tf.reduce_mean(part, axis=0) for part in tf.split(x, self.sizes)]))
 
     def first_of_each(self, x):
         """Row of ``x`` ``[n, ...]`` at each tensor's first coordinate: ``[num_tensors, ...]`` (per-tensor values
@@ -72,8 +65,15 @@ class Layout:
         return tf.gather(x, tf.constant(np.cumsum([0] + self.sizes[:-1]), tf.int32))
 
     def broadcast(self, per_tensor):
-        """``[num_tensors, ...]`` to ``[n, ...]``: each tensor's value at each of its coordinates."""
-        return tf.gather(per_tensor, tf.constant(self._segment_ids))
+        """``[num_tensors, ...]`` to ``[n, ...]``: each tensor's value at each of its coordinates.
+
+        Built per tensor from the static sizes: a per-coordinate index (``[n]`` integers) would be a graph
+        constant as large as the model, copied into every traced step; large models' unrolls then exceed
+        the 2 GB limit of a serialised function.
+        """
+        rest = tf.shape(per_tensor)[1:]
+        return tf.concat([tf.broadcast_to(per_tensor[j][None], tf.concat([[size], rest], 0))
+                          for j, size in enumerate(self.sizes)], axis=0)
 
     def factored_means(self, x):
         """Adafactor's row and column means of ``x`` ``[n, k]`` per tensor, broadcast to ``[n, k]``.
@@ -101,7 +101,7 @@ class Layout:
 
     def factored(self):
         """Per coordinate, whether its tensor has a row / column factorisation (rank >= 2): bool ``[n]``."""
-        return tf.constant(np.repeat(self.factored_kinds, self.sizes))
+        return self.broadcast(tf.constant(self.factored_kinds))
 
     def to_json(self):
         return [list(shape) for shape in self.shapes]
