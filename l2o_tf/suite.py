@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from l2o_tf import machine
 from l2o_tf.tasks import general, text
 from l2o_tf.tasks.image import scale_cifar, scale_mnist
 
@@ -156,11 +157,42 @@ def tasks(data_dir=None):
     ]
 
 
-def get(name, data_dir=None):
-    """The suite task called ``name``."""
-    by_name = {t.name: t for t in tasks(data_dir)}
+VALIDATION_FIRST_SEED = 1000  # the family meta-trains on seeds 0 .. family_size - 1
+VALIDATION_MAX_PARAMS = 100_000  # the suite's scale (2k-42k parameters)
+
+
+@functools.lru_cache(maxsize=4)
+def validation_tasks(data_dir=None, count=12):
+    """Held-out configurations of ``--task_family=general``: what a general optimizer is *selected* on, so that
+    the suite above stays unseen.  The first ``count`` family configurations from seed
+    :data:`VALIDATION_FIRST_SEED` whose models have at most :data:`VALIDATION_MAX_PARAMS` parameters, trained
+    through ``model.fit`` like the suite; without the family's augmentations (a meta-training device)."""
+    out, seed = [], VALIDATION_FIRST_SEED
+    while len(out) < count:
+        config = dataclasses.replace(general.sample(seed), param_decades=0.0, gradient_noise=0.0)
+        seed += 1
+        keras.utils.set_random_seed(0)
+        if general.keras_model(config).count_params() > VALIDATION_MAX_PARAMS:
+            continue
+        if config.kind in ("char_rnn", "transformer_lm"):
+            data_fn = functools.partial(_text, config.seq_len)
+        else:
+            data_fn = functools.partial(_images, config.dataset, config.resolution, data_dir,
+                                        config.kind == "autoencoder")
+        out.append(SuiteTask(config.name, "a held-out family configuration (validation)",
+                             functools.partial(general.keras_model, config), data_fn, config.batch_size,
+                             classification=config.kind != "autoencoder"))
+    return tuple(out)
+
+
+SUITES = {"general": tasks, "general_validation": validation_tasks}
+
+
+def get(name, data_dir=None, suite="general"):
+    """The task called ``name`` of ``suite`` (:data:`SUITES`)."""
+    by_name = {t.name: t for t in SUITES[suite](data_dir)}
     if name not in by_name:
-        raise ValueError(f"Unknown suite task {name!r}; the suite has: {', '.join(by_name)}.")
+        raise ValueError(f"Unknown suite task {name!r} (--suite={suite}); it has: {', '.join(by_name)}.")
     return by_name[name]
 
 
@@ -274,12 +306,19 @@ def fingerprint(rule):
     return digest.hexdigest()[:12]
 
 
+def run_machine():
+    """The CPU a run was computed on: float rounding differs between CPUs' kernels, and on chaotic tasks (BatchNorm,
+    attention) that alone moves a 1,000-step run's final loss by a few percent, so every stored run records it."""
+    description = machine.describe()
+    return f"{description.get('cpu_model') or description['processor']} ({', '.join(description.get('vector_extensions', []))})"
+
+
 def _record(task, label, key, seed, steps, result):
     losses = np.asarray(result.pop("losses"))
     usable = len(losses) // CURVE_EVERY * CURVE_EVERY
     curve = losses[:usable].reshape(-1, CURVE_EVERY).mean(1)
     return dict(result, task=task.name, optimizer=label, optimizer_key=key, seed=int(seed), steps=int(steps),
-                curve=[float(f"{c:.5g}") for c in curve])
+                machine=run_machine(), curve=[float(f"{c:.5g}") for c in curve])
 
 
 def _mean(records, field):
@@ -342,6 +381,7 @@ def run_suite(candidates, task_list, store, seeds=3, steps=1000, adapt=None, ada
                 "seconds_per_step": _mean(runs, "seconds_per_step"),
                 "diverged": sum(bool(r["diverged"]) for r in runs), "optimizer_key": key,
                 "final_losses": [r["final_loss"] for r in runs],
+                "machines": sorted({r.get("machine", "not recorded") for r in runs}),
                 **({"adaptation_kept": [r.get("adaptation_kept") for r in runs],
                     "adaptation_choices": [[(d["choice"], d["scale"]) for d in r.get("adaptation_decisions", [])]
                                            for r in runs]}

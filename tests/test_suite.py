@@ -61,6 +61,26 @@ def test_suite_tasks_lie_outside_the_general_family():
         suite.get("nope")
 
 
+def test_validation_tasks_are_held_out_family_configurations_at_the_suites_scale():
+    """What `general` is selected on: family configurations the run never trained on (seeds from 1000), the
+    family's own models (same parameter count as the meta-training task's template), none in the suite."""
+    tasks = suite.validation_tasks(count=3)
+    assert [t.name for t in tasks] == [general.sample(s).name for s in (1000, 1001, 1002)]  # none augmented
+    for t in tasks:
+        config = general.sample(int(t.name.split("-")[0][len("general"):]))
+        assert config.seed >= suite.VALIDATION_FIRST_SEED
+        keras.utils.set_random_seed(0)
+        model = t.model_fn()
+        assert model.count_params() <= suite.VALIDATION_MAX_PARAMS
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        assert trainable == sum(int(np.prod(p.shape)) for p in general.build(config).init_params(0))
+        assert t.batch_size == config.batch_size
+    assert not {t.name for t in tasks} & {t.name for t in suite.tasks()}
+    assert suite.get(tasks[1].name, suite="general_validation").name == tasks[1].name
+    with pytest.raises(ValueError, match="Unknown suite task 'nope' \\(--suite=general_validation\\)"):
+        suite.get("nope", suite="general_validation")
+
+
 def test_run_store_resumes_and_summary_counts(tmp_path):
     task, _ = _tiny_task()
     store = suite.RunStore(str(tmp_path))
@@ -68,6 +88,8 @@ def test_run_store_resumes_and_summary_counts(tmp_path):
     runs = {lr: store.get("tiny", suite.adam_label(lr), suite.TUNING_SEED, suite.FINAL_WINDOW + 1)
             for lr in suite.ADAM_GRID}
     assert all(runs.values())
+    assert {r["machine"] for r in runs.values()} == {suite.run_machine()}  # rounding differs between CPUs
+    assert results["tiny"]["optimizers"]["adam tuned"]["machines"] == [suite.run_machine()]
     tuned = results["tiny"]["tuned_lr"]
     assert runs[tuned]["final_loss"] == min(r["final_loss"] for r in runs.values())
     again = suite.run_suite({}, [task], suite.RunStore(str(tmp_path)), seeds=1, steps=suite.FINAL_WINDOW + 1)

@@ -42,7 +42,9 @@ flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metr
 cli.define_seed_offset_flag(__name__)
 flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue and trace at the reported steps.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
-flags.DEFINE_enum("suite", None, ["general"], "Evaluate on the generalization suite with model.fit instead of --task.")
+flags.DEFINE_enum("suite", None, ["general", "general_validation"],
+                  "Evaluate on the generalization suite with model.fit instead of --task (general_validation: "
+                  "held-out family configurations, to select a general optimizer on).")
 flags.DEFINE_list("suite_tasks", [], "With --suite: only these suite tasks (default: all).")
 flags.DEFINE_boolean("adapt", False, "With --suite: also run the first optimizer with AdaptOnFit.")
 
@@ -54,7 +56,8 @@ def suite_main():
     if FLAGS.steps < suite.FINAL_WINDOW + 1:
         raise ValueError(f"--suite needs --steps > {suite.FINAL_WINDOW} (the final loss is the mean of the last "
                          f"{suite.FINAL_WINDOW}), got {FLAGS.steps}.")
-    task_list = [suite.get(name) for name in FLAGS.suite_tasks] if FLAGS.suite_tasks else suite.tasks()
+    task_list = ([suite.get(name, suite=FLAGS.suite) for name in FLAGS.suite_tasks] if FLAGS.suite_tasks
+                 else list(suite.SUITES[FLAGS.suite]()))
     candidates = {s: (lambda s=s: spec.rule_from_spec(s)) for s in FLAGS.optimizer}
     for name in FLAGS.optimizer:
         if name.split(":")[0].lower() in spec.HAND_DESIGNED:
@@ -71,7 +74,10 @@ def suite_main():
         "suite": FLAGS.suite, "steps": FLAGS.steps, "seeds": list(range(FLAGS.seeds)),
         "tuning_seed": suite.TUNING_SEED, "adam_grid": list(suite.ADAM_GRID), "candidate": candidate,
         "final_loss": f"mean minibatch training loss of the last {suite.FINAL_WINDOW} steps, then mean over seeds",
-        "l2o_tf_version": __version__, "machine": machine.describe(), "tasks": results,
+        "l2o_tf_version": __version__, "machine": machine.describe(),
+        "machine_note": "machine: where this file was collected; each optimizer's machines: where its stored runs "
+                        "were computed (a suite resumes from runs of earlier processes, maybe on other CPUs)",
+        "tasks": results,
         "summary": suite.summarize(results, candidate),
     }
     notices = {cli.subset_notice(t["data_source"]) for t in results.values()} - {None}

@@ -137,8 +137,8 @@ def _image_shape(config):
     return (size, size, 1 if config.dataset == "mnist" else 3)
 
 
-def _model_fn(config):
-    """``seed -> keras.Model`` for ``config`` (weights drawn after ``keras.utils.set_random_seed(seed)``)."""
+def keras_model(config):
+    """The ``keras.Model`` of ``config``, its weights drawn from Keras' current global seed."""
     layers = keras.layers
 
     def mlp(shape):
@@ -184,13 +184,19 @@ def _model_fn(config):
         x = layers.LayerNormalization()(x + layers.Dense(width)(hidden))
         return keras.Model(tokens, layers.Dense(text.VOCAB_SIZE)(x))
 
+    if config.kind == "char_rnn":
+        return char_rnn()
+    if config.kind == "transformer_lm":
+        return transformer()
+    return {"mlp": mlp, "conv": conv, "autoencoder": autoencoder}[config.kind](_image_shape(config))
+
+
+def _model_fn(config):
+    """``seed -> keras.Model`` for ``config`` (weights drawn after ``keras.utils.set_random_seed(seed)``)."""
+
     def build(seed):
         keras.utils.set_random_seed(int(seed))
-        if config.kind == "char_rnn":
-            return char_rnn()
-        if config.kind == "transformer_lm":
-            return transformer()
-        return {"mlp": mlp, "conv": conv, "autoencoder": autoencoder}[config.kind](_image_shape(config))
+        return keras_model(config)
 
     return build
 

@@ -1,0 +1,45 @@
+"""Exports the candidate checkpoints for selecting `general` on the validation suite (held-out family configurations).
+
+    python results/general_selection/candidates.py   # writes results/general_selection/<label>/ (rule.json, weights.npz)
+
+Candidates: the truncated general run's kept checkpoints (2100, 3000, 6600: the shipped `general` until this
+selection) and its last (6875), and the PES fine-tune of 6600 over 1,000-step trajectories at its last checkpoint
+(1600 more meta steps). Second round: 2100 and 3000 (the first round's tie) with their step size times 0.5 and 0.7
+(``step_mult``: the same as ``LearnedOptimizer(learning_rate=...)``, but carried by the saved rule itself).
+"""
+import os
+
+from l2o_tf import pretrained
+from train.package_pretrained import rule_at_checkpoint
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUNS = os.path.dirname(HERE)
+CANDIDATES = {
+    "at2100": ("general_run", "general_run/kept/ckpt-2100"),
+    "at3000": ("general_run", "general_run/kept/ckpt-3000"),
+    "at6600": ("general_run", "general_run/kept/ckpt-6600"),
+    "at6875": ("general_run", "general_run/checkpoints/ckpt-6875"),
+    "pes1600": ("general_pes", "general_pes/checkpoints/ckpt-1600"),
+}
+STEP_SCALES = {"at2100_x0.5": ("at2100", 0.5), "at2100_x0.7": ("at2100", 0.7),
+               "at3000_x0.5": ("at3000", 0.5), "at3000_x0.7": ("at3000", 0.7)}
+
+
+def with_step_scale(rule, scale):
+    """``rule`` with its updates times ``scale`` (its ``step_mult`` scaled; the weights unchanged)."""
+    config = rule.get_config()
+    scaled = type(rule).from_config(dict(config, step_mult=config["step_mult"] * scale))
+    for target, source in zip(scaled.weights, rule.weights):
+        target.assign(source.value)
+    return scaled
+
+
+if __name__ == "__main__":
+    for label, (run, checkpoint) in CANDIDATES.items():
+        rule, step = rule_at_checkpoint(pretrained.load_rule(os.path.join(RUNS, run)), os.path.join(RUNS, checkpoint))
+        pretrained.save_rule(rule, os.path.join(HERE, label))
+        print(label, "meta step", step)
+    for label, (source, scale) in STEP_SCALES.items():
+        pretrained.save_rule(with_step_scale(pretrained.load_rule(os.path.join(HERE, source)), scale),
+                             os.path.join(HERE, label))
+        print(label, "=", source, "with step_mult x", scale)
