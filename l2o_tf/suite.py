@@ -306,6 +306,7 @@ def fingerprint(rule):
     return digest.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=1)
 def run_machine():
     """The CPU a run was computed on: float rounding differs between CPUs' kernels, and on chaotic tasks (BatchNorm,
     attention) that alone moves a 1,000-step run's final loss by a few percent, so every stored run records it."""
