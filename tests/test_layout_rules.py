@@ -20,8 +20,22 @@ SHAPES = ((3, 4), (5,), (2, 3, 4), ())
 RULES = {"adafac_mlp": rules.AdafacMLP, "hierarchical": rules.Hierarchical}
 
 
-@pytest.fixture(params=sorted(RULES))
+def _hypergradient_adafac_mlp(**kwargs):
+    """AdafacMLP with a per-tensor hypergradient step scale, at a rate that moves the scale within a few steps."""
+    return rules.HypergradientScale(rules.AdafacMLP(**kwargs), rate=0.5, min_scale=0.05, max_scale=5.0)
+
+
+# Every layout-aware step: the two rules, and a rule wrapped with a per-tensor step scale.
+STEPS = {**RULES, "hypergradient_adafac_mlp": _hypergradient_adafac_mlp}
+
+
+@pytest.fixture(params=sorted(STEPS))
 def rule_cls(request):
+    return STEPS[request.param]
+
+
+@pytest.fixture(params=sorted(RULES))
+def base_rule_cls(request):
     return RULES[request.param]
 
 
@@ -161,6 +175,8 @@ def test_meta_gradient_matches_finite_differences(rule_cls):
     params = task.init_params(0)
     state = random_rule_state(rule, sum(p.shape.num_elements() for p in params), 1)
     state = tf.abs(state)  # accumulators of squares are >= 0
+    if isinstance(rule, rules.HypergradientScale):  # a previous update of a step's size, a scale inside its bounds
+        state = tf.concat([state[:, :-2], 0.05 * state[:, -2:-1], tf.fill([state.shape[0], 1], 0.3)], axis=1)
 
     def meta_loss(weights):
         return stateless_unroll(rule, weights, task, params, state, UnrollConfig(4)).meta_loss
@@ -168,8 +184,8 @@ def test_meta_gradient_matches_finite_differences(rule_cls):
     directional_fd_check(meta_loss, [w.value for w in rule.trainable_weights], eps=1e-2, rtol=3e-2, atol=1e-5)
 
 
-def test_config_round_trips_exactly(rule_cls):
-    rule = rule_cls(hidden_size=5, hidden_layers=1, momentum_decays=(0.5, 0.9), adafactor_decays=(0.9, 0.99), seed=4)
+def test_config_round_trips_exactly(base_rule_cls):
+    rule = base_rule_cls(hidden_size=5, hidden_layers=1, momentum_decays=(0.5, 0.9), adafactor_decays=(0.9, 0.99), seed=4)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rule))
     assert clone.get_config() == rule.get_config() and clone.state_size == rule.state_size
     assert rule.state_size == 2 + 1 + 4 + rule.context_size

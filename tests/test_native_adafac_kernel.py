@@ -88,28 +88,37 @@ def test_large_tensor_is_streamed_sharded_and_equal():
     _assert_steps_equal(got, expected, atol=1e-4)  # TF's float32 means over 448k coordinates: ~1e-5 off
 
 
-def _train(native, fused):
+def _train(native, fused, hypergradient=False):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten(),
                               keras.layers.Dense(4)])
     rule = rules.AdafacMLP(hidden_size=8, adam_prior=1.0, exp_mult=0.3, seed=2)
+    if hypergradient:  # the wrapped rule's native step inside the per-tensor step scale
+        rule = rules.HypergradientScale(rule, rate=0.3, min_scale=0.1, max_scale=3.0)
     optimizer = l2o_tf.LearnedOptimizer(rule, fused=fused, native_kernel=native, jit_compile=False)
     model.compile(optimizer=optimizer, loss="mse")
     gen = np.random.default_rng(0)
     x, y = gen.normal(size=(32, 6, 6, 2)).astype("float32"), gen.normal(size=(32, 4)).astype("float32")
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    if hypergradient:  # the per-tensor scales moved away from 1
+        scales = [rule.scales(optimizer.rule_state(v), Layout.of([v])).numpy() for v in model.trainable_weights]
+        assert max(np.abs(np.log(s)).max() for s in scales) > 0.05, scales
     return [w.numpy() for w in model.weights], optimizer
 
 
+@pytest.mark.parametrize("hypergradient", [False, True])
 @pytest.mark.parametrize("fused", [False, True])
-def test_fit_with_the_native_step_follows_the_tensorflow_step(fused):
-    """Eight fit steps on a conv kernel, biases and a dense matrix: the same weights as the TF step."""
-    expected, _ = _train(native=False, fused=fused)
-    got, _ = _train(native=True, fused=fused)
+def test_fit_with_the_native_step_follows_the_tensorflow_step(fused, hypergradient):
+    """Eight fit steps on a conv kernel, biases and a dense matrix: the same weights as the TF step (also with
+    the rule inside a ``HypergradientScale``, which keeps the native step)."""
+    expected, _ = _train(native=False, fused=fused, hypergradient=hypergradient)
+    got, _ = _train(native=True, fused=fused, hypergradient=hypergradient)
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     variable = tf.Variable(tf.ones([4, 5]))
-    fresh = l2o_tf.LearnedOptimizer(rules.AdafacMLP(seed=0), fused=fused, native_kernel=True)
+    inner = rules.AdafacMLP(seed=0)
+    fresh = l2o_tf.LearnedOptimizer(rules.HypergradientScale(inner) if hypergradient else inner, fused=fused,
+                                    native_kernel=True)
     fresh.build([variable])
     step = tf.function(lambda: fresh.apply([tf.ones([4, 5])], [variable]))
     assert "L2oAdafacMlpStep" in {op.type for op in step.get_concrete_function().graph.get_operations()}

@@ -1,9 +1,11 @@
-"""Update rules: learned (DM-LSTM, RNNprop, AdafacMLP, Hierarchical) and hand-designed (Adam, SGD), one API."""
+"""Update rules: learned (DM-LSTM, RNNprop, AdafacMLP, Hierarchical) and hand-designed (Adam, SGD), one API;
+``HypergradientScale`` wraps any of them with an online per-tensor step scale."""
 
 from l2o_tf.rules.adafac_mlp import AdafacMLP, Hierarchical
 from l2o_tf.rules.base import UpdateRule
 from l2o_tf.rules.baselines import SGD, Adam
 from l2o_tf.rules.dm_lstm import DMLSTM, log_and_sign
+from l2o_tf.rules.hypergradient import HypergradientScale
 from l2o_tf.rules.rnnprop import RNNprop
 
 _BY_NAME = {"dmlstm": DMLSTM, "rnnprop": RNNprop, "adafacmlp": AdafacMLP, "hierarchical": Hierarchical, "adam": Adam, "sgd": SGD}
@@ -22,4 +24,4 @@ def get(name, **kwargs):
     return _BY_NAME[key](**kwargs)
 
 
-__all__ = ["UpdateRule", "AdafacMLP", "Hierarchical", "DMLSTM", "RNNprop", "Adam", "SGD", "log_and_sign", "get", "names"]
+__all__ = ["UpdateRule", "AdafacMLP", "Hierarchical", "DMLSTM", "RNNprop", "Adam", "SGD", "HypergradientScale", "log_and_sign", "get", "names"]

@@ -6,10 +6,12 @@ Candidates: the truncated general run's kept checkpoints (2100, 3000, 6600: the 
 selection) and its last (6875), and the PES fine-tune of 6600 over 1,000-step trajectories at its last checkpoint
 (1600 more meta steps). Second round: 2100 and 3000 (the first round's tie) with their step size times 0.5 and 0.7
 (``step_mult``: the same as ``LearnedOptimizer(learning_rate=...)``, but carried by the saved rule itself).
+Third round: 2100 inside ``HypergradientScale`` (a per-tensor step scale adapted online; rate, min and max scale).
 """
 import os
 
 from l2o_tf import pretrained
+from l2o_tf.rules import HypergradientScale
 from train.package_pretrained import rule_at_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,6 +25,8 @@ CANDIDATES = {
 }
 STEP_SCALES = {"at2100_x0.5": ("at2100", 0.5), "at2100_x0.7": ("at2100", 0.7),
                "at3000_x0.5": ("at3000", 0.5), "at3000_x0.7": ("at3000", 0.7)}
+HYPERGRADIENT = {"at2100_hg0.02": ("at2100", 0.02, 0.05, 1.0), "at2100_hg0.05": ("at2100", 0.05, 0.05, 1.0),
+                 "at2100_hg0.05_max2": ("at2100", 0.05, 0.05, 2.0), "at2100_hg0.1": ("at2100", 0.1, 0.05, 1.0)}
 
 
 def with_step_scale(rule, scale):
@@ -43,3 +47,8 @@ if __name__ == "__main__":
         pretrained.save_rule(with_step_scale(pretrained.load_rule(os.path.join(HERE, source)), scale),
                              os.path.join(HERE, label))
         print(label, "=", source, "with step_mult x", scale)
+    for label, (source, rate, low, high) in HYPERGRADIENT.items():
+        rule = HypergradientScale(pretrained.load_rule(os.path.join(HERE, source)), rate=rate, min_scale=low,
+                                  max_scale=high)
+        pretrained.save_rule(rule, os.path.join(HERE, label))
+        print(label, "=", source, f"in HypergradientScale(rate={rate}, min_scale={low}, max_scale={high})")
