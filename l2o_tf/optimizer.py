@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from l2o_tf import kernels
 from l2o_tf.rules.base import UpdateRule, apply_rule
+from l2o_tf.rules.hypergradient import HypergradientScale
 from l2o_tf.rules.layout import Layout
 
 _SUPPORTED_DTYPES = ("float32", "float64")
@@ -243,6 +244,8 @@ def _assign_rule_weights(rule, values):
 
 def _is_untrained(rule):
     """Whether ``rule`` is learned and its weights equal a fresh rule's of the same config (seed)."""
+    if isinstance(rule, HypergradientScale):  # a wrapper: its weights are the wrapped rule's
+        rule = rule.rule
     if not (rule.SEEDED and rule.trainable_weights):
         return False
     if getattr(rule, "adam_prior", 0) and getattr(rule, "zero_init_output", False):

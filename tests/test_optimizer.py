@@ -311,9 +311,12 @@ def test_an_untrained_learned_rule_warns_once_and_a_trained_one_does_not():
 
     with pytest.warns(l2o_tf.optimizer.UntrainedRuleWarning, match="random initialisation.*pretrained.load"):
         l2o_tf.LearnedOptimizer(rules.DMLSTM(seed=3))
+    with pytest.warns(l2o_tf.optimizer.UntrainedRuleWarning, match="seed 4"):  # inside a wrapper too
+        l2o_tf.LearnedOptimizer(rules.HypergradientScale(rules.AdafacMLP(seed=4)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         l2o_tf.pretrained.load("dmlstm-mnist")
+        l2o_tf.LearnedOptimizer(rules.HypergradientScale(l2o_tf.pretrained.load_rule("general")))
         l2o_tf.LearnedOptimizer(rules.Adam(1e-3))  # hand-designed rules have nothing to train
 
 
