@@ -231,14 +231,15 @@ def test_generalization_summary_pairs_arms_over_meta_seeds_and_tunes_adam_on_val
     optimizers = {
         "runs/v0": row([0.90, 0.91, 0.92]), "runs/v1": row([0.88, 0.90, 0.89]),
         "runs/a0": row([0.92, 0.93, 0.95]), "runs/a1": row([0.92, 0.93, 0.93]),
+        "shipped": row([0.91, 0.91, 0.91]),  # one run: paired with every meta-seed of the baseline
         "adam:lr=0.1": row([0.80, 0.80, 0.80], valid=[0.95] * 3, loss=0.5),   # best validation accuracy
         "adam:lr=0.01": row([0.99, 0.99, 0.99], valid=[0.90] * 3, loss=0.1),  # best test accuracy and loss
     }
     (tmp_path / "e.json").write_text(json.dumps({"command": "c", "task": "mnist_mlp", "steps": 10, "optimizers": optimizers}))
     output = tmp_path / "s.json"
     result = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
-                  "--labels=runs/v0=vanilla,runs/v1=vanilla,runs/a0=arm,runs/a1=arm", "--baseline=vanilla",
-                  f"--output={output}")
+                  "--labels=runs/v0=vanilla,runs/v1=vanilla,runs/a0=arm,runs/a1=arm,shipped=shipped",
+                  "--baseline=vanilla", f"--output={output}")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
     assert data["table"]["mnist_mlp"]["adam (best lr)"]["spec"] == "adam:lr=0.1"
@@ -250,6 +251,10 @@ def test_generalization_summary_pairs_arms_over_meta_seeds_and_tunes_adam_on_val
     assert versus["vs vanilla"]["significant"]
     assert versus["vs adam (best lr)"]["mean"] == pytest.approx(np.mean([0.92, 0.93, 0.95, 0.92, 0.93, 0.93]) - 0.80)
     assert "arm vs vanilla: +3.00" in result.stdout
+    one_run = data["paired_test_accuracy"]["mnist_mlp"]["shipped"]["vs vanilla"]
+    base_means = [np.mean([0.90, 0.91, 0.92]), np.mean([0.88, 0.90, 0.89])]
+    assert one_run["mean"] == pytest.approx(0.91 - np.mean(base_means)) and one_run["meta_seeds"] == 2
+    assert one_run["se"] == pytest.approx(np.std(base_means, ddof=1) / np.sqrt(2))
     unlabelled = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
                       f"--output={output}")  # runs/v0 ... are now hand-designed families without validation accuracy
     assert unlabelled.returncode == 2 and "evaluate with --task_kwargs=validation_examples=N" in unlabelled.stderr

@@ -92,8 +92,9 @@ def summarise(paths, labels, tune_on="train_loss"):
 def paired_difference(arm_rows, base_rows, metric="test_accuracy"):
     """Mean of ``arm - base`` over meta-seeds x evaluation seeds and its standard error.
 
-    Meta-seed ``i`` of the arm is paired with meta-seed ``i`` of the base (a base with one
-    run, such as tuned Adam, with every meta-seed), evaluation seed ``j`` with ``j``.  The SE
+    Meta-seed ``i`` of the arm is paired with meta-seed ``i`` of the base (a side with one run,
+    such as tuned Adam or a shipped optimizer, with every meta-seed of the other), evaluation
+    seed ``j`` with ``j``.  The SE
     is that of the per-meta-seed mean differences (it holds both the meta-training and the
     evaluation noise); with one meta-seed, that of the evaluation seeds alone.
     """
@@ -107,6 +108,8 @@ def paired_difference(arm_rows, base_rows, metric="test_accuracy"):
         raise ValueError(f"pairing needs the same evaluation seeds, got {arm.shape[1]} and {base.shape[1]}.")
     if len(base) == 1:
         base = np.repeat(base, len(arm), axis=0)
+    if len(arm) == 1:
+        arm = np.repeat(arm, len(base), axis=0)
     n = min(len(arm), len(base))
     diff = arm[:n] - base[:n]
     per_meta_seed = diff.mean(axis=1)
