@@ -3,15 +3,16 @@
 # from, and Adam over a grid of learning rates on MNIST trained on 1,000 examples, with a 5,000-example
 # validation split (held out of the training data) on which Adam's learning rate is chosen.
 # Usage: bash results/flatness_round5/evaluate.sh TASK GROUP [SEEDS]   (GROUP: a name below; SEEDS: an arm's
-# meta-seeds, default 0,1,2; other seeds write results/flatness_round5_more/GROUP_TASK.json and the *_long arms
-# results/flatness_round5_long/GROUP_TASK.json, apart from the first study's files so that its summary command
-# still reads only them)
+# meta-seeds, default 0,1,2; other seeds write results/flatness_round5_more/GROUP_TASK.json, the *_long arms
+# results/flatness_round5_long/GROUP_TASK.json (other seeds: results/flatness_round5_long_more/), apart from the
+# first study's files so that each summary command still reads only its own)
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}
 R=runs/round5
 OUT=results/flatness_round5/${GROUP}_${TASK}.json
 [ "$SEEDS" != 0,1,2 ] && OUT=results/flatness_round5_more/${GROUP}_${TASK}.json && mkdir -p results/flatness_round5_more
-case $GROUP in *_long) OUT=results/flatness_round5_long/${GROUP}_${TASK}.json && mkdir -p results/flatness_round5_long ;; esac
+case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
+                      OUT=$DIR/${GROUP}_${TASK}.json && mkdir -p $DIR ;; esac
 case $GROUP in
   adam)       SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;
   shipped)    SPECS="dmlstm-mnist" ;;
