@@ -118,3 +118,8 @@ def test_bad_arguments():
         rules.HypergradientScale(rules.SGD(), rate=-1.0)
     with pytest.raises(TypeError, match="wraps one UpdateRule"):
         rules.HypergradientScale(rules.HypergradientScale(rules.SGD()))
+    rule = rules.HypergradientScale(rules.SGD())
+    unknown_length = tf.function(lambda g: rule.call(g, g, tf.zeros([3, 3]), tf.constant(0, tf.int64)),
+                                 input_signature=[tf.TensorSpec([None], tf.float32)])
+    with pytest.raises(ValueError, match="HypergradientScale needs the layout of its coordinates"):
+        unknown_length.get_concrete_function()

@@ -115,10 +115,7 @@ class AdafacMLP(UpdateRule):
         return kernels, biases
 
     def call(self, grads, params, state, step, layout=None):
-        if layout is None:  # a bare vector of coordinates: one 1-D tensor
-            if grads.shape[0] is None:
-                raise ValueError(f"{type(self).__name__} needs the layout of its coordinates (or a static number of them).")
-            layout = Layout.flat(grads.shape[0])
+        layout = Layout.given_or_flat(layout, grads, type(self).__name__)
         if kernels.whole_rule_enabled() and self.NATIVE_STEP:
             return self._native_call(grads, params, state, step, layout)
         raw, new_state = self.raw_features(grads, params, state, layout)

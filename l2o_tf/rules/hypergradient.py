@@ -70,10 +70,7 @@ class HypergradientScale(UpdateRule):
                           tf.zeros(tf.stack([num_coordinates, 2]), tf.float32)], axis=1)
 
     def call(self, grads, params, state, step, layout=None):
-        if layout is None:
-            if grads.shape[0] is None:
-                raise ValueError("HypergradientScale needs the layout of its coordinates (or a static number of them).")
-            layout = Layout.flat(grads.shape[0])
+        layout = Layout.given_or_flat(layout, grads, type(self).__name__)
         inner_size = self.rule.state_size
         previous, log_scale = state[:, inner_size], state[:, inner_size + 1]
         updates, inner_state = apply_rule(self.rule, grads, params, state[:, :inner_size], step, layout)

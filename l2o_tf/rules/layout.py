@@ -37,6 +37,16 @@ class Layout:
         """One 1-D tensor: the layout of a bare vector of coordinates."""
         return cls(((int(num_coordinates),),))
 
+    @classmethod
+    def given_or_flat(cls, layout, coordinates, owner):
+        """``layout``, or where none is given one 1-D tensor as long as ``coordinates`` (a bare vector: its
+        length must be static); ``owner`` names the rule in the error."""
+        if layout is not None:
+            return layout
+        if coordinates.shape[0] is None:
+            raise ValueError(f"{owner} needs the layout of its coordinates (or a static number of them).")
+        return cls.flat(coordinates.shape[0])
+
     @functools.cached_property
     def sizes(self):
         return [int(np.prod(shape)) for shape in self.shapes]
