@@ -258,3 +258,29 @@ def test_adam_prior_with_zero_output_is_keras_adam():
     assert np.abs(fit(l2o_tf.LearnedOptimizer(prior)) - adam).max() > 1e-3
     with pytest.raises(ValueError, match="adam_prior >= 0"):
         rules.AdafacMLP(adam_prior=-1.0)
+
+
+def test_step_horizon_reads_the_progress_features_at_the_horizon_past_it(base_rule_cls):
+    """With ``step_horizon=H`` the step embedding is read at ``min(t, H)``: before H the rule is the plain one,
+    past it every step is the plain rule's step H (same features, state and weights); the Adam prior's bias
+    correction still uses the true step.  A rule saved without it keeps its config (and so its fingerprint)."""
+    plain = base_rule_cls(hidden_size=5, seed=3, step_mult=0.01)
+    capped = base_rule_cls.from_config(dict(plain.get_config(), step_horizon=20))
+    for target, source in zip(capped.weights, plain.weights):
+        target.assign(source.value)
+    layout = Layout(((3, 4), (6,)))
+    grads, params = (tf.constant(v) for v in _values([(18,)] * 2, 5))
+    state = plain.initial_state(18)
+
+    def step(rule, t):
+        return rule(grads, params, state, tf.constant(t, tf.int64), layout=layout)[0].numpy()
+
+    np.testing.assert_array_equal(step(capped, 7), step(plain, 7))
+    np.testing.assert_array_equal(step(capped, 20), step(plain, 20))
+    np.testing.assert_allclose(step(capped, 500), step(plain, 20), rtol=1e-6, atol=1e-9)
+    assert np.abs(step(plain, 500) - step(plain, 20)).max() > 1e-6  # the horizon is what made them equal
+    assert "step_horizon" not in plain.get_config() and capped.get_config()["step_horizon"] == 20
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(capped))
+    assert clone.step_horizon == 20
+    with pytest.raises(ValueError, match="step_horizon to be a whole number >= 0"):
+        base_rule_cls(step_horizon=-1)

@@ -25,6 +25,7 @@ RULES = {
     "linear_two_momenta": lambda: rules.AdafacMLP(hidden_layers=0, momentum_decays=(0.5, 0.9),
                                                   adafactor_decays=(0.8, 0.99), seed=5),
     "deep": lambda: rules.AdafacMLP(hidden_size=3, hidden_layers=3, exp_mult=1.0, seed=6),
+    "step_horizon": lambda: rules.AdafacMLP(exp_mult=1.0, step_horizon=5, seed=11),  # step 9 is past it
 }
 LAYOUTS = {
     "flat_partial_block": [(37,)],

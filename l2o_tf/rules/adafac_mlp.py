@@ -13,7 +13,10 @@ where ``r_k`` and ``c_k`` are running means of ``g^2`` over each tensor's last d
 plain running ``g^2`` for both, as RMSProp).  Each feature is normalised by its root mean
 square over the coordinate's tensor (per tensor, so ``fit``'s per-variable and fused steps
 agree); then ``tanh`` embeddings of the step count at timescales 1 ... 100,000 are appended.
-Those need no total number of steps: the step count is all they use.  A ReLU MLP maps the
+Those need no total number of steps: the step count is all they use.  With ``step_horizon = H > 0`` the
+embedding reads ``min(t, H)``: a rule meta-trained on trajectories of at most ``H`` steps sees, past them, the
+progress features of its last trained step instead of values it never met (the moment features and the Adam
+prior's bias correction still use the true step).  A ReLU MLP maps the
 features to a direction ``d`` and a log-magnitude ``s``; the update is
 ``-d * exp(exp_mult * s) * step_mult``.
 
@@ -55,13 +58,14 @@ class AdafacMLP(UpdateRule):
 
     CONFIG_FIELDS = ("hidden_size", "hidden_layers", "momentum_decays", "rms_decay", "adafactor_decays",
                      "exp_mult", "step_mult", "adam_prior", "zero_init_output")
+    OPTIONAL_CONFIG_FIELDS = {"step_horizon": 0}
     NOMINAL_STEP_FIELD = "step_mult"
     LAYOUT_AWARE = True
     NATIVE_STEP = True
 
     def __init__(self, hidden_size=4, hidden_layers=2, momentum_decays=(0.9, 0.99, 0.999), rms_decay=0.999,
                  adafactor_decays=(0.9, 0.99, 0.999), exp_mult=1e-3, step_mult=1e-3, adam_prior=0.0,
-                 zero_init_output=False, seed=0, name=None, **kwargs):
+                 zero_init_output=False, step_horizon=0, seed=0, name=None, **kwargs):
         decays = list(momentum_decays) + [rms_decay] + list(adafactor_decays)
         if hidden_size < 1 or hidden_layers < 0:
             raise ValueError(f"AdafacMLP needs hidden_size >= 1 and hidden_layers >= 0, got {hidden_size}, {hidden_layers}.")
@@ -75,6 +79,9 @@ class AdafacMLP(UpdateRule):
             raise ValueError(f"AdafacMLP needs step_mult > 0, got {step_mult}.")
         if adam_prior < 0:
             raise ValueError(f"AdafacMLP needs adam_prior >= 0, got {adam_prior}.")
+        if step_horizon < 0 or int(step_horizon) != step_horizon:
+            raise ValueError(f"AdafacMLP needs step_horizon to be a whole number >= 0 (0: no horizon), got {step_horizon}.")
+        self.step_horizon = int(step_horizon)
         self.adam_prior, self.zero_init_output = float(adam_prior), bool(zero_init_output)
         self.hidden_size, self.hidden_layers = int(hidden_size), int(hidden_layers)
         self.momentum_decays = tuple(float(d) for d in momentum_decays)
@@ -150,6 +157,9 @@ class AdafacMLP(UpdateRule):
         """The first layer's bias plus the step embedding's share, ``[1, hidden]``: the embedding is the same for
         every coordinate, so it enters as one row instead of an ``[n, len(TIMESCALES)]`` block."""
         embedding_kernel = self.kernels[0][self.num_features:self.num_features + len(TIMESCALES)]
+        if self.step_horizon:
+            step = tf.convert_to_tensor(step)
+            step = tf.minimum(step, tf.cast(self.step_horizon, step.dtype))
         return tf.matmul(step_embedding(step)[None, :], embedding_kernel) + self.biases[0]
 
     def _native_call(self, grads, params, state, step, layout):

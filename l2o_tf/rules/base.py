@@ -30,6 +30,9 @@ class UpdateRule(keras.layers.Layer):
 
     # Constructor arguments that get_config records (each stored as an attribute of that name).
     CONFIG_FIELDS = ()
+    # Fields added after rules were saved, with their defaults: written only when set, so that a rule saved before
+    # (and the fingerprint that keys its stored evaluation runs) keeps the same config.
+    OPTIONAL_CONFIG_FIELDS = {}
     # Whether the rule has seeded weights (hand-designed rules have none and take no seed).
     SEEDED = True
     # The attribute holding the rule's typical step size (see ``nominal_step``).
@@ -81,6 +84,8 @@ class UpdateRule(keras.layers.Layer):
         if self.SEEDED:
             config["seed"] = self.seed
         config.update({field: getattr(self, field) for field in self.CONFIG_FIELDS})
+        config.update({field: getattr(self, field) for field, default in self.OPTIONAL_CONFIG_FIELDS.items()
+                       if getattr(self, field) != default})
         return config
 
 
