@@ -17,6 +17,7 @@ case $GROUP in
   adam)       SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
+  general-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
   *)          SPECS=$(printf "$R/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
 esac
 exec python -m train.evaluate --optimizer=$SPECS --task=$TASK \

@@ -2,13 +2,20 @@
 # Flatness round 5 (docs/flatness.md): every arm fine-tunes the shipped dmlstm-mnist for 400 meta steps on
 # MNIST-MLP trajectories that train on 1,000 examples; arms differ only in the meta-objective / penalty.
 # The *_long arms train over 1,000-step trajectories, the evaluation's length, instead of 200.
-# Usage: bash results/flatness_round5/meta_train.sh ARM SEED   (out_dir runs/round5/dmlstm-ARM-sSEED)
+# START=general fine-tunes the shipped `general` (AdafacMLP, which sees each weight and so can learn to shrink
+# weights where DM-LSTM cannot) instead, with the same arms (out_dir runs/round5/general-ARM-sSEED).
+# Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
-ARM=$1; SEED=$2
+ARM=$1; SEED=$2; START=${3:-dmlstm}
 TRAJECTORY=200
 case $ARM in *_long) TRAJECTORY=1000 ;; esac
-B="python -m train.meta_train --task=mnist_mlp --task_kwargs=train_examples=1000 --rule=dmlstm
-   --rule_kwargs=output_scale=0.1 --init_from=dmlstm-mnist --unroll=20 --trajectory=$TRAJECTORY --meta_steps=400
+case $START in
+  dmlstm)  RULE="--rule=dmlstm --rule_kwargs=output_scale=0.1 --init_from=dmlstm-mnist" ;;
+  general) RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8 --init_from=general" ;;
+  *) echo "unknown start $START (dmlstm or general)" >&2; exit 2 ;;
+esac
+B="python -m train.meta_train --task=mnist_mlp --task_kwargs=train_examples=1000 $RULE
+   --unroll=20 --trajectory=$TRAJECTORY --meta_steps=400
    --meta_lr=3e-4 --validate_every=1000 --checkpoint_every=100 --jit_compile --seed=$SEED"
 case $ARM in
   vanilla|vanilla_long) X="" ;;
@@ -16,9 +23,10 @@ case $ARM in
   entropy|entropy_long) X="--regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
   adaptive)   X="--regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation|validation_long) X="--meta_objective=validation --validation_examples=5000" ;;
+  mix_long)   X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation+hessian)  X="--meta_objective=validation --validation_examples=5000 --regularizer=hessian_trace --reg_weight=1e-4 --reg_num_probes=1" ;;
   validation+entropy)  X="--meta_objective=validation --validation_examples=5000 --regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
 esac
-exec $B $X --out_dir=runs/round5/dmlstm-$ARM-s$SEED
+exec $B $X --out_dir=runs/round5/$START-$ARM-s$SEED

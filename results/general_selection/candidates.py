@@ -9,7 +9,7 @@ selection) and its last (6875), and the PES fine-tune of 6600 over 1,000-step tr
 Third round: 2100 inside ``HypergradientScale`` (a per-tensor step scale adapted online; rate, min and max scale).
 Fourth round: 2100 and 3000 with ``step_horizon`` (the step embedding read at min(t, H)): 2100 was meta-trained
 on trajectories of at most 200 steps, 3000 on at most 500.  And the run started from Adam (general_adam_run) at
-its checkpoints.  Fifth round: 2100 fine-tuned over 1,000-step trajectories (general_long_ft) at 1000 and 2000
+its checkpoints (450; 2375, the nearest to the shipped 2100 of the run started at random).  Fifth round: 2100 fine-tuned over 1,000-step trajectories (general_long_ft) at 1000 and 2000
 more meta steps (3000 was planned; the run was stopped at 2551 when 2000 scored below 1000).  Sixth round:
 weight interpolations between 2100 and its fine-tune ft1000 (WiSE-FT, Wortsman et al. 2022: the fine-tune fixed the
 tasks where 2100's step is too large and lost where it is right).
@@ -29,6 +29,7 @@ CANDIDATES = {
     "at6875": ("general_run", "general_run/checkpoints/ckpt-6875"),
     "pes1600": ("general_pes", "general_pes/checkpoints/ckpt-1600"),
     "adam450": ("general_adam_run", "general_adam_run/kept/ckpt-450"),
+    "adam2375": ("general_adam_run", "general_adam_run/kept/ckpt-2375"),
     "ft1000": ("general_long_ft", "general_long_ft/kept/ckpt-1000"),
     "ft2000": ("general_long_ft", "general_long_ft/kept/ckpt-2000"),
 }
