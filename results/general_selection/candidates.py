@@ -9,10 +9,11 @@ selection) and its last (6875), and the PES fine-tune of 6600 over 1,000-step tr
 Third round: 2100 inside ``HypergradientScale`` (a per-tensor step scale adapted online; rate, min and max scale).
 Fourth round: 2100 and 3000 with ``step_horizon`` (the step embedding read at min(t, H)): 2100 was meta-trained
 on trajectories of at most 200 steps, 3000 on at most 500.  And the run started from Adam (general_adam_run) at
-its checkpoints (450; 2375, the nearest to the shipped 2100 of the run started at random).  Fifth round: 2100 fine-tuned over 1,000-step trajectories (general_long_ft) at 1000 and 2000
-more meta steps (3000 was planned; the run was stopped at 2551 when 2000 scored below 1000).  Sixth round:
-weight interpolations between 2100 and its fine-tune ft1000 (WiSE-FT, Wortsman et al. 2022: the fine-tune fixed the
-tasks where 2100's step is too large and lost where it is right).
+its checkpoints 450 and 2375 (the nearest to the shipped 2100 of the run started at random).
+Fifth round: 2100 fine-tuned over 1,000-step trajectories (general_long_ft) at 1000 and 2000 more meta steps (3000
+was planned; the run was stopped at 2551 when 2000 scored below 1000).
+Sixth round: weight interpolations between 2100 and its fine-tune ft1000 (WiSE-FT, Wortsman et al. 2022: the
+fine-tune fixed the tasks where 2100's step is too large and lost where it is right).
 """
 import os
 
