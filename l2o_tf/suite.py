@@ -185,7 +185,141 @@ def validation_tasks(data_dir=None, count=12):
     return tuple(out)
 
 
-SUITES = {"general": tasks, "general_validation": validation_tasks}
+# -- out-of-family validation: every axis the family samples from a set is drawn outside that set -------------
+OOD_KINDS = ("deep_mlp", "residual_mlp", "conv", "separable_conv", "autoencoder", "rnn_lm", "conv_lm",
+             "transformer_lm")
+OOD_ACTIVATIONS = ("elu", "selu", "softplus", "silu", "leaky_relu", "softsign", "mish")  # none in general.ACTIVATIONS
+OOD_RESOLUTIONS = (12, 20, 24)  # the family: 8, 16 and full size
+OOD_BATCH_SIZES = (24, 40, 50, 80, 100, 150, 200)  # the family: powers of two
+OOD_WIDTHS = (12, 24, 40, 56, 72, 96)  # the family: powers of two
+OOD_SEQ_LENS = (24, 40, 64)  # the family: 16 and 32
+
+
+def _residual_mlp(shape, width, blocks, activation):
+    layers = keras.layers
+    inputs = keras.Input(shape)
+    x = layers.Dense(width)(layers.Flatten()(inputs))
+    for _ in range(blocks):  # pre-LayerNorm residual blocks (the family's MLPs have neither)
+        x = x + layers.Dense(width)(layers.Dense(2 * width, activation=activation)(layers.LayerNormalization()(x)))
+    return keras.Model(inputs, layers.Dense(10)(layers.LayerNormalization()(x)))
+
+
+def _conv_ood(shape, filters, kernel, strides, activation, batch_norm, separable):
+    layers = keras.layers
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    stack = [keras.Input(shape)]
+    for count in filters:  # no max pooling (the family pools after every 3x3 layer)
+        stack.append(conv(count, kernel, strides=strides, padding="same", use_bias=not batch_norm))
+        if batch_norm:
+            stack.append(layers.BatchNormalization())
+        stack.append(layers.Activation(activation))
+    return keras.Sequential(stack + [layers.GlobalAveragePooling2D() if separable else layers.Flatten(),
+                                     layers.Dense(10)])
+
+
+def _rnn_lm(seq_len, units, cell, depth):
+    layers = keras.layers
+    make = {"simple": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    stack = [keras.Input((seq_len,), dtype="int32"), layers.Embedding(text.VOCAB_SIZE, units)]
+    stack += [make(units, return_sequences=True) for _ in range(depth)]
+    return keras.Sequential(stack + [layers.Dense(text.VOCAB_SIZE)])
+
+
+def _conv_lm(seq_len, width, kernel, depth, activation):
+    layers = keras.layers
+    stack = [keras.Input((seq_len,), dtype="int32"), layers.Embedding(text.VOCAB_SIZE, width)]
+    stack += [layers.Conv1D(width, kernel, padding="causal", dilation_rate=2 ** i, activation=activation)
+              for i in range(depth)]
+    return keras.Sequential(stack + [layers.Dense(text.VOCAB_SIZE)])
+
+
+def _ood_config(index, attempt):
+    """Task ``index``'s configuration (draw ``attempt``): its kind cycles through :data:`OOD_KINDS`, so every
+    kind appears; the rest is drawn by numpy's seeded generator (the same on every machine)."""
+    rng = np.random.default_rng([int(index), int(attempt), 0x00D])
+    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    kind = OOD_KINDS[index % len(OOD_KINDS)]
+    c = dict(kind=kind, batch_size=pick(OOD_BATCH_SIZES), activation=pick(OOD_ACTIVATIONS),
+             dataset=pick(("mnist", "cifar10")), resolution=pick(OOD_RESOLUTIONS), width=pick(OOD_WIDTHS),
+             seq_len=pick(OOD_SEQ_LENS))
+    if kind == "deep_mlp":
+        c["depth"] = int(rng.integers(5, 8))
+    elif kind == "residual_mlp":
+        c["depth"] = int(rng.integers(2, 5))
+    elif kind in ("conv", "separable_conv"):
+        c.update(filters=tuple(pick((6, 12, 20, 24, 40)) for _ in range(int(rng.integers(1, 4)))),
+                 kernel=pick((5, 7)) if kind == "conv" else 3, strides=pick((1, 2)) if kind == "conv" else 2,
+                 batch_norm=bool(rng.integers(2)))
+    elif kind == "autoencoder":
+        c["code"] = pick((6, 10, 20))
+    elif kind == "rnn_lm":
+        c.update(cell=pick(("simple", "lstm", "gru")), depth=int(rng.integers(1, 3)))
+    elif kind == "conv_lm":
+        c.update(kernel=pick((3, 4, 5)), depth=int(rng.integers(2, 4)))
+    else:
+        c.update(depth=int(rng.integers(1, 4)), heads=pick((1, 4)))
+    return c
+
+
+def _ood_name(index, c):
+    if c["kind"] in ("rnn_lm", "conv_lm", "transformer_lm"):
+        detail = {"rnn_lm": lambda: f"{c['cell']}x{c['depth']}", "conv_lm": lambda: f"k{c['kernel']}x{c['depth']}-{c['activation']}",
+                  "transformer_lm": lambda: f"{c['depth']}blocks-{c['heads']}heads"}[c["kind"]]()
+        return f"ood{index}-{c['kind']}-{detail}-len{c['seq_len']}-{c['width']}-b{c['batch_size']}"
+    if c["kind"] in ("conv", "separable_conv"):
+        detail = f"{'x'.join(map(str, c['filters']))}-k{c['kernel']}s{c['strides']}{'-bn' if c['batch_norm'] else ''}"
+    elif c["kind"] == "autoencoder":
+        detail = f"{c['width']}x{c['code']}"
+    else:
+        detail = f"{c['width']}x{c['depth']}"
+    return f"ood{index}-{c['kind']}-{c['dataset']}-{c['resolution']}px-{c['activation']}-{detail}-b{c['batch_size']}"
+
+
+def _ood_model_fn(c):
+    shape = (c["resolution"], c["resolution"], 1 if c["dataset"] == "mnist" else 3)
+    return {
+        "deep_mlp": lambda: _mlp(shape, (c["width"],) * c["depth"], c["activation"]),
+        "residual_mlp": lambda: _residual_mlp(shape, c["width"], c["depth"], c["activation"]),
+        "conv": lambda: _conv_ood(shape, c["filters"], c["kernel"], c["strides"], c["activation"], c["batch_norm"],
+                                  separable=False),
+        "separable_conv": lambda: _conv_ood(shape, c["filters"], 3, 2, c["activation"], c["batch_norm"],
+                                            separable=True),
+        "autoencoder": lambda: _mlp(shape, (max(c["width"], 4 * c["code"]), c["code"], max(c["width"], 4 * c["code"])),
+                                    c["activation"], outputs=int(np.prod(shape))),
+        "rnn_lm": lambda: _rnn_lm(c["seq_len"], c["width"], c["cell"], c["depth"]),
+        "conv_lm": lambda: _conv_lm(c["seq_len"], c["width"], c["kernel"], c["depth"], c["activation"]),
+        "transformer_lm": lambda: _transformer_lm(c["seq_len"], 8 * max(1, c["width"] // 8), c["depth"], c["heads"]),
+    }[c["kind"]]
+
+
+@functools.lru_cache(maxsize=4)
+def ood_validation_tasks(data_dir=None, count=10):
+    """Out-of-family validation (``--suite=general_validation_ood``): configurations *outside*
+    ``--task_family=general`` on every axis it samples from a set (kind, activation, resolution, batch size,
+    width, sequence length, kernel size, stride, normalisation), drawn by a seeded sampler and never the suite's
+    tasks, so that selecting on them asks what the suite asks, unseen architectures, without looking at it.
+    Task ``i`` is the first draw of its kind with at most :data:`VALIDATION_MAX_PARAMS` parameters."""
+    out = []
+    for index in range(count):
+        for attempt in range(100):
+            c = _ood_config(index, attempt)
+            model_fn = _ood_model_fn(c)
+            keras.utils.set_random_seed(0)
+            if model_fn().count_params() <= VALIDATION_MAX_PARAMS:
+                break
+        else:
+            raise RuntimeError(f"no {c['kind']} draw under {VALIDATION_MAX_PARAMS} parameters in 100 attempts")
+        name = _ood_name(index, c)
+        if c["kind"] in ("rnn_lm", "conv_lm", "transformer_lm"):
+            data_fn = functools.partial(_text, c["seq_len"])
+        else:
+            data_fn = functools.partial(_images, c["dataset"], c["resolution"], data_dir, c["kind"] == "autoencoder")
+        out.append(SuiteTask(name, "an out-of-family configuration (validation)", model_fn, data_fn, c["batch_size"],
+                             classification=c["kind"] != "autoencoder"))
+    return tuple(out)
+
+
+SUITES = {"general": tasks, "general_validation": validation_tasks, "general_validation_ood": ood_validation_tasks}
 
 
 def get(name, data_dir=None, suite="general"):

@@ -168,6 +168,18 @@ def test_a_checkpoint_ships_the_rule_weights_it_holds(tmp_path):
         rule_at_checkpoint(latest, str(tmp_path / "long" / "checkpoints" / "ckpt-3"))
 
 
+def test_a_config_option_chosen_after_meta_training_keeps_the_weights():
+    """package_pretrained --rule_config (how `general` ships with step_horizon=500): the weights carry over, the
+    option takes effect, and a change that would need other weights is refused."""
+    rule = rules.AdafacMLP(hidden_size=4, seed=3)
+    capped = l2o_tf.pretrained.with_config(rule, step_horizon=50)
+    assert capped.get_config()["step_horizon"] == 50 and rule.get_config().get("step_horizon") != 50
+    for mine, theirs in zip(capped.weights, rule.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    with pytest.raises(ValueError, match="changes the rule's weights"):
+        l2o_tf.pretrained.with_config(rule, hidden_size=8)
+
+
 class _NaNForSomeSeeds(tasks.Task):
     """The quadratic, except that optimizees whose seed is in ``bad`` have a NaN loss."""
 

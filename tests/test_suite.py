@@ -81,6 +81,26 @@ def test_validation_tasks_are_held_out_family_configurations_at_the_suites_scale
         suite.get("nope", suite="general_validation")
 
 
+def test_out_of_family_validation_tasks_leave_the_family_on_every_axis_it_samples():
+    """What `general` is selected on since the seventh round: drawn outside the family's sets (activations,
+    resolutions, batch sizes; a kind the family has differs in kernel, stride, pooling or heads), every kind present, at the suite's scale, deterministic, none a suite task."""
+    tasks = suite.ood_validation_tasks()
+    assert len(tasks) == 10 and len({t.name for t in tasks}) == 10
+    assert {t.name.split("-")[1] for t in tasks} == set(suite.OOD_KINDS)
+    assert not set(suite.OOD_ACTIVATIONS) & set(general.ACTIVATIONS)
+    assert not set(suite.OOD_RESOLUTIONS) & set(general.RESOLUTIONS)
+    assert not set(suite.OOD_BATCH_SIZES) & set(general.BATCH_SIZES)
+    assert all(t.batch_size in suite.OOD_BATCH_SIZES for t in tasks)
+    for t in tasks:
+        keras.utils.set_random_seed(0)
+        assert t.model_fn().count_params() <= suite.VALIDATION_MAX_PARAMS
+    assert [t.name for t in tasks[:2]] == [
+        "ood0-deep_mlp-mnist-20px-elu-40x5-b40", "ood1-residual_mlp-mnist-12px-mish-96x2-b50"]  # the same draws everywhere
+    assert not {t.name for t in tasks} & {t.name for t in suite.tasks()}
+    assert any(not t.classification for t in tasks)
+    assert suite.get(tasks[5].name, suite="general_validation_ood").name == tasks[5].name
+
+
 def test_run_store_resumes_and_summary_counts(tmp_path):
     task, _ = _tiny_task()
     store = suite.RunStore(str(tmp_path))

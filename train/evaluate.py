@@ -42,9 +42,10 @@ flags.DEFINE_list("report_at", [], "Step counts at which to report held-out metr
 cli.define_seed_offset_flag(__name__)
 flags.DEFINE_boolean("sharpness", False, "Also report the top Hessian eigenvalue and trace at the reported steps.")
 flags.DEFINE_string("output", None, "Result JSON path; the plot goes beside it as .png.")
-flags.DEFINE_enum("suite", None, ["general", "general_validation"],
-                  "Evaluate on the generalization suite with model.fit instead of --task (general_validation: "
-                  "held-out family configurations, to select a general optimizer on).")
+flags.DEFINE_enum("suite", None, ["general", "general_validation", "general_validation_ood"],
+                  "Evaluate on the generalization suite with model.fit instead of --task (general_validation_ood: "
+                  "configurations drawn outside the general family, what a general optimizer is selected on; "
+                  "general_validation: held-out family configurations).")
 flags.DEFINE_list("suite_tasks", [], "With --suite: only these suite tasks (default: all).")
 flags.DEFINE_boolean("adapt", False, "With --suite: also run the first optimizer with AdaptOnFit.")
 

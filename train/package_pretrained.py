@@ -6,7 +6,8 @@ r"""Ship a meta-training run as a named pretrained optimizer inside the package.
 Copies the run's rule into l2o_tf/pretrained/NAME with training.json: the run's config,
 the exact command, the meta steps done and the wall time the log reports.  With
 ``--checkpoint=OUT_DIR/checkpoints/ckpt-N`` (or a copy kept elsewhere) it ships the rule
-weights of that checkpoint instead of the run's latest: the one selected on validation.
+weights of that checkpoint instead of the run's latest: the one selected on validation;
+``--rule_config=step_horizon=500`` changes a config option of the rule that adds no weights.
 """
 
 import json
@@ -27,6 +28,8 @@ flags.DEFINE_string("command", None, "The exact meta_train command that produced
 flags.DEFINE_string("log", None, "The run's log (for the wall time); default OUT_DIR.log.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint of the run (a prefix such as OUT_DIR/checkpoints/ckpt-2100) "
                     "whose rule weights to ship instead of the latest ones.")
+cli.define_kwargs_flag("rule_config", "Rule config fields to change after loading the weights (an option chosen on "
+                       "validation after meta-training, e.g. step_horizon=500).", module_name=__name__)
 flags.DEFINE_string("note", None, "Free text recorded in training.json: how the checkpoint was selected, CPU time.")
 
 
@@ -56,6 +59,10 @@ def main(argv):
                 "machine": "2 CPU cores (x86_64), no GPU"}
     if FLAGS.checkpoint:
         rule, training["meta_steps_done"] = rule_at_checkpoint(rule, FLAGS.checkpoint)
+    changes = cli.parse_kwargs(FLAGS.rule_config, "rule_config")
+    if changes:
+        rule = pretrained.with_config(rule, **changes)
+        training["rule_config_changes"] = changes
     if FLAGS.note:
         training["note"] = FLAGS.note
     pretrained.save_rule(rule, os.path.join(pretrained.HERE, FLAGS.name), training=training)

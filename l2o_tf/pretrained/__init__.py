@@ -67,6 +67,18 @@ def load_rule(name_or_dir):
     return rule
 
 
+def with_config(rule, **changes):
+    """``rule`` with these config fields changed and its weights kept: an option such as ``step_horizon`` chosen
+    after meta-training (the weights must fit the changed config, as they do for options that add none)."""
+    changed = type(rule).from_config(dict(rule.get_config(), **changes))
+    if [tuple(w.shape) for w in changed.weights] != [tuple(w.shape) for w in rule.weights]:
+        raise ValueError(f"Changing {sorted(changes)} changes the rule's weights; it needs meta-training, not a "
+                         "config change.")
+    for target, source in zip(changed.weights, rule.weights):
+        target.assign(source.value)
+    return changed
+
+
 def load(name_or_dir, **optimizer_kwargs):
     """A ready ``LearnedOptimizer``: ``model.compile(optimizer=l2o_tf.pretrained.load("rnnprop-mnist"))``."""
     return LearnedOptimizer(load_rule(name_or_dir), **optimizer_kwargs)

@@ -5,7 +5,9 @@
 # Usage: bash results/flatness_round5/evaluate.sh TASK GROUP [SEEDS]   (GROUP: a name below; SEEDS: an arm's
 # meta-seeds, default 0,1,2; other seeds write results/flatness_round5_more/GROUP_TASK.json, the *_long arms
 # results/flatness_round5_long/GROUP_TASK.json (other seeds: results/flatness_round5_long_more/), apart from the
-# first study's files so that each summary command still reads only its own)
+# first study's files so that each summary command still reads only its own). GROUP general evaluated `general`
+# as shipped then, the 2100 rule (results/general_selection/at2100); since 2026-12-03 `general` is the 3000 rule,
+# so rerunning that group measures the new one.
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}
 R=runs/round5

@@ -2,8 +2,8 @@
 # Flatness round 5 (docs/flatness.md): every arm fine-tunes the shipped dmlstm-mnist for 400 meta steps on
 # MNIST-MLP trajectories that train on 1,000 examples; arms differ only in the meta-objective / penalty.
 # The *_long arms train over 1,000-step trajectories, the evaluation's length, instead of 200.
-# START=general fine-tunes the shipped `general` (AdafacMLP, which sees each weight and so can learn to shrink
-# weights where DM-LSTM cannot) instead, with the same arms (out_dir runs/round5/general-ARM-sSEED).
+# START=general fine-tunes the 2100 rule (results/general_selection/at2100: `general` as shipped when this ran;
+# AdafacMLP, which sees each weight and so can learn to shrink weights where DM-LSTM cannot) instead, with the same arms (out_dir runs/round5/general-ARM-sSEED).
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
@@ -11,7 +11,7 @@ TRAJECTORY=200
 case $ARM in *_long) TRAJECTORY=1000 ;; esac
 case $START in
   dmlstm)  RULE="--rule=dmlstm --rule_kwargs=output_scale=0.1 --init_from=dmlstm-mnist" ;;
-  general) RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8 --init_from=general" ;;
+  general) RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8 --init_from=results/general_selection/at2100" ;;
   *) echo "unknown start $START (dmlstm or general)" >&2; exit 2 ;;
 esac
 B="python -m train.meta_train --task=mnist_mlp --task_kwargs=train_examples=1000 $RULE
