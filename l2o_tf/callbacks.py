@@ -102,6 +102,14 @@ class AdaptOnFit(keras.callbacks.Callback):
         horizon = max(1, int(steps) * left)
         return min(horizon, self.check_steps) if self.check_steps else horizon
 
+    def task(self):
+        """The model being fit as the optimizee that adaptation and the guard unroll: run as ``fit`` trains it
+        (``training=True``: BatchNorm on each batch's statistics; on its initial moving statistics instead, the
+        guard ranked candidates for another model and kept adapted weights that ended a BatchNorm net's fit worse)."""
+        model = self.model
+        return KerasModelTask("adapt_on_fit", lambda seed: model, ((self.x, self.y), (self.x[:1], self.y[:1])),
+                              model.loss, batch_size=self.batch_size, batch_statistics=True)
+
     def _adapt(self, epoch):
         optimizer = self.model.optimizer
         if not isinstance(optimizer, LearnedOptimizer):
@@ -110,11 +118,8 @@ class AdaptOnFit(keras.callbacks.Callback):
                 set(self.scales) != {1.0}):
             raise ValueError("AdaptOnFit's scales multiply a constant learning rate; this optimizer has a schedule: "
                              "pass scales=(1.0,).")
-        model, rule, start = self.model, optimizer.rule, time.perf_counter()
-        task = KerasModelTask(
-            "adapt_on_fit", lambda seed: model, ((self.x, self.y), (self.x[:1], self.y[:1])),
-            model.loss, batch_size=self.batch_size,
-        )
+        rule, start = optimizer.rule, time.perf_counter()
+        task = self.task()
         rate, first_seed = float(optimizer.learning_rate), seeds.adaptation_round(self.seed, self.adaptations)
         adapted_rule = adaptation.adapt(
             rule, task, steps=self.steps, learning_rate=self.learning_rate, unroll_length=self.unroll,

@@ -253,6 +253,29 @@ def test_the_guards_trajectories_run_the_native_step_as_fit_does_and_score_as_th
     np.testing.assert_allclose(native_scores, tf_scores, rtol=1e-5)
 
 
+def test_adapt_on_fit_unrolls_the_model_as_fit_trains_it_batchnorm_on_batch_statistics():
+    """The guard's trajectories must score the model fit trains: with BatchNorm, the loss on each batch's own
+    statistics (training=True), not on the untouched moving statistics (identity at initialisation)."""
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = (3.0 + 2.0 * rng.normal(size=(64, 5))).astype("float32")  # far from the moving statistics' 0 mean, 1 var
+    y = rng.integers(0, 3, size=64).astype("int32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                              keras.layers.Activation("relu"), keras.layers.Dense(3)])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=l2o_tf.pretrained.load("general"), loss=loss)
+    callback = l2o_tf.AdaptOnFit(x, y, batch_size=16)
+    callback.set_model(model)
+    task = callback.task()
+    batch = task.train_batch(0, 0)
+    params = [v.value for v in model.trainable_variables]
+    as_fit = float(loss(batch[1], model(batch[0], training=True)))
+    np.testing.assert_allclose(float(task.loss(params, batch)), as_fit, rtol=1e-5)
+    assert abs(float(loss(batch[1], model(batch[0], training=False))) - as_fit) > 1e-2  # the two differ here
+
+
 def test_adapt_on_fit_scales_refuse_a_learning_rate_schedule():
     import keras  # noqa: PLC0415
 
