@@ -5,7 +5,9 @@ Every suite task's configuration lies outside ``--task_family=general`` (other w
 activations, resolutions, batch sizes or architectures: see each task's ``unseen`` note), so an
 optimizer meta-trained on that family is judged on models it never saw.  :func:`fit_run` trains
 one model with one optimizer through ``model.fit`` and records the per-step minibatch loss,
-the held-out metrics and the time per step.
+the held-out metrics and the time per step.  Two validation suites select a general optimizer
+without touching this one: :func:`ood_validation_tasks` (drawn outside the family) and
+:func:`validation_tasks` (held-out family configurations).
 """
 
 import dataclasses
@@ -263,8 +265,12 @@ def _ood_config(index, attempt):
 
 def _ood_name(index, c):
     if c["kind"] in ("rnn_lm", "conv_lm", "transformer_lm"):
-        detail = {"rnn_lm": lambda: f"{c['cell']}x{c['depth']}", "conv_lm": lambda: f"k{c['kernel']}x{c['depth']}-{c['activation']}",
-                  "transformer_lm": lambda: f"{c['depth']}blocks-{c['heads']}heads"}[c["kind"]]()
+        if c["kind"] == "rnn_lm":
+            detail = f"{c['cell']}x{c['depth']}"
+        elif c["kind"] == "conv_lm":
+            detail = f"k{c['kernel']}x{c['depth']}-{c['activation']}"
+        else:
+            detail = f"{c['depth']}blocks-{c['heads']}heads"
         return f"ood{index}-{c['kind']}-{detail}-len{c['seq_len']}-{c['width']}-b{c['batch_size']}"
     if c["kind"] in ("conv", "separable_conv"):
         detail = f"{'x'.join(map(str, c['filters']))}-k{c['kernel']}s{c['strides']}{'-bn' if c['batch_norm'] else ''}"
