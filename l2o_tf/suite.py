@@ -176,20 +176,25 @@ def validation_tasks(data_dir=None, count=12):
         keras.utils.set_random_seed(0)
         if general.keras_model(config).count_params() > VALIDATION_MAX_PARAMS:
             continue
-        if config.kind in ("char_rnn", "transformer_lm"):
-            data_fn = functools.partial(_text, config.seq_len)
-        else:
-            data_fn = functools.partial(_images, config.dataset, config.resolution, data_dir,
-                                        config.kind == "autoencoder")
-        out.append(SuiteTask(config.name, "a held-out family configuration (validation)",
-                             functools.partial(general.keras_model, config), data_fn, config.batch_size,
-                             classification=config.kind != "autoencoder"))
+        out.append(_sampled_task(config.name, "a held-out family configuration (validation)",
+                                 functools.partial(general.keras_model, config), config.kind,
+                                 config.kind in ("char_rnn", "transformer_lm"), config.seq_len, config.dataset,
+                                 config.resolution, config.batch_size, data_dir))
     return tuple(out)
 
 
+def _sampled_task(name, unseen, model_fn, kind, is_text, seq_len, dataset, resolution, batch_size, data_dir):
+    """A validation configuration as a :class:`SuiteTask`: text windows or images (the input as the target for an
+    autoencoder), whichever suite drew it."""
+    autoencoder = kind == "autoencoder"
+    data_fn = (functools.partial(_text, seq_len) if is_text
+               else functools.partial(_images, dataset, resolution, data_dir, autoencoder))
+    return SuiteTask(name, unseen, model_fn, data_fn, batch_size, classification=not autoencoder)
+
+
 # -- out-of-family validation: every axis the family samples from a set is drawn outside that set -------------
-OOD_KINDS = ("deep_mlp", "residual_mlp", "conv", "separable_conv", "autoencoder", "rnn_lm", "conv_lm",
-             "transformer_lm")
+OOD_TEXT_KINDS = ("rnn_lm", "conv_lm", "transformer_lm")
+OOD_KINDS = ("deep_mlp", "residual_mlp", "conv", "separable_conv", "autoencoder") + OOD_TEXT_KINDS
 OOD_ACTIVATIONS = ("elu", "selu", "softplus", "silu", "leaky_relu", "softsign", "mish")  # none in general.ACTIVATIONS
 OOD_RESOLUTIONS = (12, 20, 24)  # the family: 8, 16 and full size
 OOD_BATCH_SIZES = (24, 40, 50, 80, 100, 150, 200)  # the family: powers of two
@@ -264,25 +269,27 @@ def _ood_config(index, attempt):
 
 
 def _ood_name(index, c):
-    if c["kind"] in ("rnn_lm", "conv_lm", "transformer_lm"):
-        if c["kind"] == "rnn_lm":
-            detail = f"{c['cell']}x{c['depth']}"
-        elif c["kind"] == "conv_lm":
-            detail = f"k{c['kernel']}x{c['depth']}-{c['activation']}"
-        else:
-            detail = f"{c['depth']}blocks-{c['heads']}heads"
-        return f"ood{index}-{c['kind']}-{detail}-len{c['seq_len']}-{c['width']}-b{c['batch_size']}"
-    if c["kind"] in ("conv", "separable_conv"):
+    kind = c["kind"]
+    if kind == "rnn_lm":
+        detail = f"{c['cell']}x{c['depth']}"
+    elif kind == "conv_lm":
+        detail = f"k{c['kernel']}x{c['depth']}-{c['activation']}"
+    elif kind == "transformer_lm":
+        detail = f"{c['depth']}blocks-{c['heads']}heads"
+    elif kind in ("conv", "separable_conv"):
         detail = f"{'x'.join(map(str, c['filters']))}-k{c['kernel']}s{c['strides']}{'-bn' if c['batch_norm'] else ''}"
-    elif c["kind"] == "autoencoder":
+    elif kind == "autoencoder":
         detail = f"{c['width']}x{c['code']}"
     else:
         detail = f"{c['width']}x{c['depth']}"
-    return f"ood{index}-{c['kind']}-{c['dataset']}-{c['resolution']}px-{c['activation']}-{detail}-b{c['batch_size']}"
+    if kind in OOD_TEXT_KINDS:
+        return f"ood{index}-{kind}-{detail}-len{c['seq_len']}-{c['width']}-b{c['batch_size']}"
+    return f"ood{index}-{kind}-{c['dataset']}-{c['resolution']}px-{c['activation']}-{detail}-b{c['batch_size']}"
 
 
 def _ood_model_fn(c):
     shape = (c["resolution"], c["resolution"], 1 if c["dataset"] == "mnist" else 3)
+    outer = max(c["width"], 4 * c["code"]) if c["kind"] == "autoencoder" else None  # the autoencoder's wide layers
     return {
         "deep_mlp": lambda: _mlp(shape, (c["width"],) * c["depth"], c["activation"]),
         "residual_mlp": lambda: _residual_mlp(shape, c["width"], c["depth"], c["activation"]),
@@ -290,8 +297,7 @@ def _ood_model_fn(c):
                                   separable=False),
         "separable_conv": lambda: _conv_ood(shape, c["filters"], 3, 2, c["activation"], c["batch_norm"],
                                             separable=True),
-        "autoencoder": lambda: _mlp(shape, (max(c["width"], 4 * c["code"]), c["code"], max(c["width"], 4 * c["code"])),
-                                    c["activation"], outputs=int(np.prod(shape))),
+        "autoencoder": lambda: _mlp(shape, (outer, c["code"], outer), c["activation"], outputs=int(np.prod(shape))),
         "rnn_lm": lambda: _rnn_lm(c["seq_len"], c["width"], c["cell"], c["depth"]),
         "conv_lm": lambda: _conv_lm(c["seq_len"], c["width"], c["kernel"], c["depth"], c["activation"]),
         "transformer_lm": lambda: _transformer_lm(c["seq_len"], 8 * max(1, c["width"] // 8), c["depth"], c["heads"]),
@@ -315,13 +321,9 @@ def ood_validation_tasks(data_dir=None, count=10):
                 break
         else:
             raise RuntimeError(f"no {c['kind']} draw under {VALIDATION_MAX_PARAMS} parameters in 100 attempts")
-        name = _ood_name(index, c)
-        if c["kind"] in ("rnn_lm", "conv_lm", "transformer_lm"):
-            data_fn = functools.partial(_text, c["seq_len"])
-        else:
-            data_fn = functools.partial(_images, c["dataset"], c["resolution"], data_dir, c["kind"] == "autoencoder")
-        out.append(SuiteTask(name, "an out-of-family configuration (validation)", model_fn, data_fn, c["batch_size"],
-                             classification=c["kind"] != "autoencoder"))
+        out.append(_sampled_task(_ood_name(index, c), "an out-of-family configuration (validation)", model_fn,
+                                 c["kind"], c["kind"] in OOD_TEXT_KINDS, c["seq_len"], c["dataset"], c["resolution"],
+                                 c["batch_size"], data_dir))
     return tuple(out)
 
 

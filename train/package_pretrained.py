@@ -47,6 +47,7 @@ def rule_at_checkpoint(rule, path):
 
 
 def main(argv):
+    changes = cli.parse_kwargs(FLAGS.rule_config, "rule_config")  # a malformed flag fails before any loading
     rule = pretrained.load_rule(FLAGS.out_dir)
     with open(os.path.join(FLAGS.out_dir, "config.json")) as f:
         config = json.load(f)
@@ -59,7 +60,6 @@ def main(argv):
                 "machine": "2 CPU cores (x86_64), no GPU"}
     if FLAGS.checkpoint:
         rule, training["meta_steps_done"] = rule_at_checkpoint(rule, FLAGS.checkpoint)
-    changes = cli.parse_kwargs(FLAGS.rule_config, "rule_config")
     if changes:
         rule = pretrained.with_config(rule, **changes)
         training["rule_config_changes"] = changes
