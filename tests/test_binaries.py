@@ -258,3 +258,39 @@ def test_generalization_summary_pairs_arms_over_meta_seeds_and_tunes_adam_on_val
     unlabelled = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
                       f"--output={output}")  # runs/v0 ... are now hand-designed families without validation accuracy
     assert unlabelled.returncode == 2 and "evaluate with --task_kwargs=validation_examples=N" in unlabelled.stderr
+
+
+def test_generalization_summary_reads_each_run_at_its_validation_chosen_step(tmp_path):
+    """--stop_on=validation_accuracy: each meta-seed and each Adam rate is read at the reported step with its best
+    validation accuracy (Adam's rate and step chosen together), never at the best test accuracy."""
+    def run(steps):  # {step: (test, validation)}, three evaluation seeds each
+        return {"seeds": [0, 1, 2], "at_step": {str(k): {
+            "test_accuracy": {"mean": t, "std": 0.0, "values": [t] * 3},
+            "validation_accuracy": {"mean": v, "std": 0.0, "values": [v] * 3},
+            "train_loss": {"mean": 0.1, "std": 0.0, "values": [0.1] * 3},
+            "generalization_gap": {"mean": 0.1, "std": 0.0, "values": [0.1] * 3}} for k, (t, v) in steps.items()}}
+
+    optimizers = {
+        "runs/v0": run({5: (0.90, 0.91), 10: (0.85, 0.86)}),  # peaks early
+        "runs/v1": run({5: (0.80, 0.81), 10: (0.95, 0.90)}),  # peaks late
+        "adam:lr=0.1": run({5: (0.70, 0.93), 10: (0.99, 0.92)}),  # best validation at step 5
+        "adam:lr=0.01": run({5: (0.60, 0.70), 10: (0.97, 0.92)}),
+    }
+    (tmp_path / "e.json").write_text(json.dumps({"command": "c", "task": "t", "steps": 10, "optimizers": optimizers}))
+    output = tmp_path / "s.json"
+    args = ("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
+            "--labels=runs/v0=vanilla,runs/v1=vanilla", f"--output={output}")
+    result = _run(*args, "--stop_on=validation_accuracy")
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(output.read_text())["table"]["t"]
+    assert table["vanilla"]["step"] == [5, 10]
+    assert table["vanilla"]["test_accuracy"]["mean"] == pytest.approx(np.mean([0.90, 0.95]))
+    assert table["adam (best lr)"]["spec"] == "adam:lr=0.1" and table["adam (best lr)"]["step"] == 5
+    assert table["adam (best lr)"]["test_accuracy"]["mean"] == pytest.approx(0.70)
+    assert "@ step 5/10" in result.stdout
+    last = _run(*args)  # without --stop_on: the last step
+    assert last.returncode == 0 and json.loads(output.read_text())["table"]["t"]["vanilla"]["step"] == [10, 10]
+    del optimizers["runs/v0"]["at_step"]["5"]["validation_accuracy"]
+    (tmp_path / "e.json").write_text(json.dumps({"command": "c", "task": "t", "steps": 10, "optimizers": optimizers}))
+    missing = _run(*args, "--stop_on=validation_accuracy")
+    assert missing.returncode == 2 and "--stop_on=validation_accuracy: an input has no validation_accuracy" in missing.stderr

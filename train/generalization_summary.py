@@ -14,6 +14,11 @@ Several specs may share a label: they are one arm's meta-training seeds.  With
 baseline arm and against the tuned hand-designed optimizer (same evaluation seeds; meta-seed
 ``i`` with meta-seed ``i``), with a standard error over meta-seeds that also carries the
 evaluation-seed noise, so that an effect is told from noise (``significant``: beyond 2 SE).
+
+``--stop_on=validation_accuracy`` reads each run (a meta-seed, a hand-designed spec) at the step of
+its evaluation's ``--report_at`` list with the highest mean validation accuracy instead of the
+last: a validation-chosen stopping step, so every optimizer gets the early stopping that choosing
+Adam's rate on validation accuracy already buys it (its rate and step are then chosen together).
 """
 
 import collections
@@ -33,6 +38,8 @@ flags.DEFINE_list("labels", [], "spec=label pairs naming the optimizers in the t
 flags.DEFINE_string("output", None, "Summary JSON path; the PNG goes beside it.")
 flags.DEFINE_enum("tune_on", "train_loss", ["train_loss", "validation_accuracy"],
                   "What picks a hand-designed optimizer's learning rate (never test accuracy).")
+flags.DEFINE_enum("stop_on", None, ["validation_accuracy"],
+                  "Read each run at its reported step (--report_at) with the best mean of this, not the last.")
 flags.DEFINE_string("baseline", None, "Label of the arm the others are paired against (e.g. vanilla).")
 
 METRICS = ("test_accuracy", "generalization_gap", "hessian_top_eigenvalue", "hessian_trace", "adaptive_trace",
@@ -43,7 +50,8 @@ def _pooled(rows):
     """One arm's row from its meta-seeds' rows: means and stds over all (meta-seed, evaluation seed) values."""
     if len(rows) == 1:
         return rows[0]
-    out = {"spec": [r["spec"] for r in rows], "seeds": rows[0]["seeds"], "meta_seeds": len(rows)}
+    out = {"spec": [r["spec"] for r in rows], "seeds": rows[0]["seeds"], "meta_seeds": len(rows),
+           "step": [r["step"] for r in rows]}
     for metric in METRICS:
         if all(metric in r and "values" in r[metric] for r in rows):
             values = np.concatenate([r[metric]["values"] for r in rows])
@@ -61,22 +69,33 @@ def _tuned(rows, tune_on):
     return max(rows, key=lambda r: r["validation_accuracy"]["mean"])
 
 
-def summarise(paths, labels, tune_on="train_loss"):
+def _read_step(outcome, steps, stop_on):
+    """The reported step a run is read at: the last, or the one with the best mean ``stop_on`` (ties: the later)."""
+    if stop_on is None:
+        return str(steps)
+    at = outcome["at_step"]
+    if not all(stop_on in metrics for metrics in at.values()):
+        raise ValueError(f"--stop_on={stop_on}: an input has no {stop_on}; evaluate with "
+                         "--task_kwargs=validation_examples=N.")
+    return max(at, key=lambda step: (at[step][stop_on]["mean"], int(step)))
+
+
+def summarise(paths, labels, tune_on="train_loss", stop_on=None):
     """``{task: {label: {metric: {"mean", "std"[, "values"]}, "spec": ...}}}``, the commands that produced the inputs,
-    and ``{task: {label: [per-meta-seed rows]}}`` for pairing."""
+    and ``{task: {label: [per-meta-seed rows]}}`` for pairing.  Every row records the ``step`` it was read at."""
     table, runs, commands = collections.defaultdict(dict), collections.defaultdict(dict), []
     for path in paths:
         with open(path) as f:
             result = json.load(f)
         commands.append(result["command"])
-        last = str(result["steps"])
         task = result["task"]
         hand_designed = collections.defaultdict(list)
         for spec, outcome in result["optimizers"].items():
-            metrics = outcome["at_step"][last]
+            step = _read_step(outcome, result["steps"], stop_on)
+            metrics = outcome["at_step"][step]
             row = {m: {k: metrics[m][k] for k in ("mean", "std", "values") if k in metrics[m]}
                    for m in METRICS if m in metrics}
-            row.update(spec=spec, seeds=outcome["seeds"] if isinstance(outcome["seeds"], int) else len(outcome["seeds"]))
+            row.update(spec=spec, step=int(step), seeds=outcome["seeds"] if isinstance(outcome["seeds"], int) else len(outcome["seeds"]))
             if spec in labels:
                 runs[task].setdefault(labels[spec], []).append(row)
             else:
@@ -134,7 +153,7 @@ def paired(runs, baseline):
     return out
 
 
-def markdown(table):
+def markdown(table, show_step=False):
     methods = list(dict.fromkeys(m for rows in table.values() for m in rows))
     lines = ["| task | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
     for task, rows in table.items():
@@ -148,6 +167,8 @@ def markdown(table):
             cell = f"{100 * acc['mean']:.2f}±{100 * acc['std']:.2f}% / gap {gap['mean']:.3f}"
             if "hessian_top_eigenvalue" in row:
                 cell += f" / λmax {row['hessian_top_eigenvalue']['mean']:.2f} / tr {row['hessian_trace']['mean']:.1f}"
+            if show_step:
+                cell += " @ step " + "/".join(str(s) for s in np.atleast_1d(row["step"]))
             cells.append(cell)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -191,9 +212,10 @@ def main(argv):
         raise ValueError(f"--inputs: no such file {missing[0]!r}.")
     cli.check_writable(FLAGS.output)
     labels = {k: str(v) for k, v in cli.parse_kwargs(FLAGS.labels, "labels").items()}
-    table, commands, runs = summarise(paths, labels, FLAGS.tune_on)
-    text = markdown(table)
-    out = {"table": table, "commands": commands, "tuned_on": FLAGS.tune_on, "markdown": text}
+    table, commands, runs = summarise(paths, labels, FLAGS.tune_on, FLAGS.stop_on)
+    text = markdown(table, show_step=FLAGS.stop_on is not None)
+    out = {"table": table, "commands": commands, "tuned_on": FLAGS.tune_on, "stopped_on": FLAGS.stop_on,
+           "markdown": text}
     if FLAGS.baseline:
         out["paired_test_accuracy"] = paired(runs, FLAGS.baseline)
         lines = [f"{task} {arm} {vs}: {100 * d['mean']:+.2f} ± {100 * d['se']:.2f} points"
