@@ -21,8 +21,7 @@ case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] &
   *_hi|*_xl) DIR=results/flatness_round5_hi; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
         OUT=$DIR/${GROUP}_${TASK}.json REPORT=--report_at=100,200,300,500,1000 && mkdir -p $DIR ;; esac
 case $GROUP in
-  adam)       SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;
-  adam_hi)    SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;  # the same grid, with the earlier steps
+  adam|adam_hi) SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;  # adam_hi: with the earlier steps
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
   general-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general

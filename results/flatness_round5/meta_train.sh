@@ -32,7 +32,7 @@ case $ARM_RULE in
   entropy|entropy_long) X="--regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
   adaptive)   X="--regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation|validation_long|validation_hi|validation_xl) X="--meta_objective=validation --validation_examples=5000" ;;
-  mix_long|mix_hi) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
+  mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation+hessian)  X="--meta_objective=validation --validation_examples=5000 --regularizer=hessian_trace --reg_weight=1e-4 --reg_num_probes=1" ;;
   validation+entropy)  X="--meta_objective=validation --validation_examples=5000 --regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
