@@ -1,4 +1,8 @@
-"""Optimizer specs as the binaries take them: a shipped name, a directory, or ``adam:lr=1e-3``."""
+"""Optimizer specs as the binaries take them: a shipped name, a directory, or ``adam:lr=1e-3``.
+
+A learned optimizer takes a step scale the same way, ``general:lr=0.25`` or ``runs/x:lr=0.5``: its updates times
+that factor (``LearnedOptimizer(learning_rate=...)``), so that a study can tune it on validation as it tunes Adam's.
+"""
 
 from l2o_tf import pretrained, rules
 
@@ -31,4 +35,28 @@ def rule_from_spec(spec):
             return rules.get(name, **kwargs)
         except (TypeError, ValueError) as e:  # Keras layers reject unknown keywords with ValueError
             raise ValueError(f"Bad optimizer spec {spec!r}: {e}") from None
-    return pretrained.load_rule(spec)
+    base, scale = split_step_scale(spec)
+    rule = pretrained.load_rule(base)
+    if scale is None:
+        return rule
+    try:
+        return pretrained.with_step_scale(rule, scale)
+    except ValueError as e:
+        raise ValueError(f"Bad optimizer spec {spec!r}: {e}") from None
+
+
+def split_step_scale(spec):
+    """``("runs/x", 0.5)`` for a learned spec ``"runs/x:lr=0.5"``; ``(spec, None)`` without a step scale or for
+    a hand-designed spec (whose ``lr`` is its learning rate, not a scale)."""
+    spec = str(spec)
+    head, sep, tail = spec.rpartition(":")
+    key, _, value = tail.partition("=")
+    if not sep or spec.partition(":")[0].lower() in HAND_DESIGNED or key not in ("lr", "learning_rate"):
+        return spec, None
+    try:
+        scale = float(value)
+    except ValueError:
+        raise ValueError(f"Bad optimizer spec {spec!r}: {value!r} is not a number.") from None
+    if not scale > 0:
+        raise ValueError(f"Bad optimizer spec {spec!r}: a learned optimizer's step scale must be > 0.")
+    return head, scale

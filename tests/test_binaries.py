@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import l2o_tf
 from l2o_tf import rules, spec
@@ -98,6 +99,32 @@ def test_specs():
     with pytest.raises(ValueError, match="Bad optimizer spec"):
         spec.rule_from_spec("adam:momentum=0.9")
 
+
+
+@pytest.mark.parametrize("name", ["general", "dmlstm-mnist", "rnnprop-mnist"])
+def test_a_learned_spec_with_lr_scales_every_update_and_keeps_the_state(name):
+    """``NAME:lr=0.25`` is the shipped rule with every update times 0.25 (LearnedOptimizer's learning_rate, carried by
+    the rule so the unrolls of train.evaluate run it); its state evolves exactly as the unscaled rule's."""
+    base, scaled = spec.rule_from_spec(name), spec.rule_from_spec(f"{name}:lr=0.25")
+    assert scaled.nominal_step == pytest.approx(0.25 * base.nominal_step)
+    rng = np.random.default_rng(0)
+    params = tf.constant(rng.normal(size=12), tf.float32)
+    state_base, state_scaled = base.initial_state(12), scaled.initial_state(12)
+    for step in range(3):
+        grads = tf.constant(rng.normal(size=12), tf.float32)
+        u_base, state_base = base(grads, params, state_base, tf.constant(step, tf.int64))
+        u_scaled, state_scaled = scaled(grads, params, state_scaled, tf.constant(step, tf.int64))
+        np.testing.assert_allclose(u_scaled.numpy(), 0.25 * u_base.numpy(), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(state_scaled.numpy(), state_base.numpy(), rtol=1e-5, atol=1e-9)
+        params = params + u_base
+    assert spec.split_step_scale("runs/x:lr=0.5") == ("runs/x", 0.5)
+    assert spec.split_step_scale("adam:lr=0.5") == ("adam:lr=0.5", None)  # Adam's lr is its rate, not a scale
+    with pytest.raises(ValueError, match="'fast' is not a number"):
+        spec.rule_from_spec(f"{name}:lr=fast")
+    with pytest.raises(ValueError, match="step scale must be > 0"):
+        spec.rule_from_spec(f"{name}:lr=0")
+    with pytest.raises(ValueError, match="Unknown optimizer"):
+        spec.rule_from_spec("no-such-optimizer:lr=0.5")
 
 SHIPPED = {
     "rnnprop-mnist": dict(task="mnist_mlp", regularizer="none", maml_inner_steps=0),
@@ -258,6 +285,45 @@ def test_generalization_summary_pairs_arms_over_meta_seeds_and_tunes_adam_on_val
     unlabelled = _run("train.generalization_summary", f"--inputs={tmp_path}/e.json", "--tune_on=validation_accuracy",
                       f"--output={output}")  # runs/v0 ... are now hand-designed families without validation accuracy
     assert unlabelled.returncode == 2 and "evaluate with --task_kwargs=validation_examples=N" in unlabelled.stderr
+
+
+def test_generalization_summary_tunes_learned_step_scales_per_meta_seed_across_files(tmp_path):
+    """--tune_step_scale: a labelled spec and its SPEC:lr=X runs (here in another file) are one grid per meta-seed,
+    read at the scale with the best validation accuracy, never the best test accuracy; Adam's grid may span inputs
+    too. Without the flag a scaled run of a labelled spec is one clear error, not a silent extra arm, and so is a
+    run given twice."""
+    def run(test, validation):
+        return {"seeds": [0, 1], "at_step": {"10": {
+            "test_accuracy": {"mean": test, "std": 0.0, "values": [test] * 2},
+            "validation_accuracy": {"mean": validation, "std": 0.0, "values": [validation] * 2},
+            "train_loss": {"mean": 0.1, "std": 0.0, "values": [0.1] * 2},
+            "generalization_gap": {"mean": 0.1, "std": 0.0, "values": [0.1] * 2}}}}
+
+    files = {"scale1.json": {"runs/v0": run(0.80, 0.80), "runs/v1": run(0.85, 0.90), "adam:lr=0.1": run(0.82, 0.85)},
+             "scaled.json": {"runs/v0:lr=0.5": run(0.70, 0.88), "runs/v0:lr=0.25": run(0.99, 0.70),
+                             "runs/v1:lr=0.5": run(0.95, 0.89), "adam:lr=0.01": run(0.81, 0.86)}}
+    for name, optimizers in files.items():
+        (tmp_path / name).write_text(json.dumps({"command": name, "task": "t", "steps": 10, "optimizers": optimizers}))
+    output = tmp_path / "s.json"
+    args = ("train.generalization_summary", f"--inputs={tmp_path}/scale1.json,{tmp_path}/scaled.json",
+            "--tune_on=validation_accuracy", "--labels=runs/v0=vanilla,runs/v1=vanilla", "--baseline=vanilla",
+            f"--output={output}")
+    result = _run(*args, "--tune_step_scale")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(output.read_text())
+    vanilla = summary["table"]["t"]["vanilla"]
+    assert vanilla["spec"] == ["runs/v0:lr=0.5", "runs/v1"]  # meta-seed order kept; each its own scale
+    assert vanilla["test_accuracy"]["mean"] == pytest.approx(np.mean([0.70, 0.85]))
+    assert summary["step_scale_tuned"] is True
+    assert summary["table"]["t"]["adam (best lr)"]["spec"] == "adam:lr=0.01"  # from the second input
+    assert list(summary["table"]["t"]) == ["vanilla", "adam (best lr)"]  # columns in order of first appearance
+    assert summary["paired_test_accuracy"]["t"] == {}  # the only arm is the baseline
+    untuned = _run(*args)
+    assert untuned.returncode == 2 and "'runs/v0:lr=0.5' is 'runs/v0' at a step scale: pass --tune_step_scale" \
+        in untuned.stderr
+    (tmp_path / "copy.json").write_text((tmp_path / "scale1.json").read_text())
+    twice = _run(*(a.replace("scaled.json", "copy.json") for a in args))
+    assert twice.returncode == 2 and "'runs/v0' on t is in two inputs" in twice.stderr
 
 
 def test_generalization_summary_reads_each_run_at_its_validation_chosen_step(tmp_path):

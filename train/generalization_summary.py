@@ -19,6 +19,10 @@ evaluation-seed noise, so that an effect is told from noise (``significant``: be
 its evaluation's ``--report_at`` list with the highest mean validation accuracy instead of the
 last: a validation-chosen stopping step, so every optimizer gets the early stopping that choosing
 Adam's rate on validation accuracy already buys it (its rate and step are then chosen together).
+
+``--tune_step_scale`` gives the learned optimizers the same tuning: the runs of a labelled spec at several step
+scales (``SPEC:lr=0.25``, its updates times 0.25; ``SPEC`` itself is scale 1) are one grid, and each meta-seed is
+read at the scale ``--tune_on`` picks, as Adam is read at its rate.
 """
 
 import collections
@@ -31,6 +35,7 @@ from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
 import numpy as np
 from absl import flags
 
+from l2o_tf.spec import split_step_scale
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inputs", None, "train.evaluate JSON files (globs allowed).")
@@ -40,6 +45,8 @@ flags.DEFINE_enum("tune_on", "train_loss", ["train_loss", "validation_accuracy"]
                   "What picks a hand-designed optimizer's learning rate (never test accuracy).")
 flags.DEFINE_enum("stop_on", None, ["validation_accuracy"],
                   "Read each run at its reported step (--report_at) with the best mean of this, not the last.")
+flags.DEFINE_boolean("tune_step_scale", False,
+                     "Choose each labelled learned optimizer's step scale (SPEC:lr=X runs) on --tune_on, as Adam's rate.")
 flags.DEFINE_string("baseline", None, "Label of the arm the others are paired against (e.g. vanilla).")
 
 METRICS = ("test_accuracy", "generalization_gap", "hessian_top_eigenvalue", "hessian_trace", "adaptive_trace",
@@ -80,28 +87,47 @@ def _read_step(outcome, steps, stop_on):
     return max(at, key=lambda step: (at[step][stop_on]["mean"], int(step)))
 
 
-def summarise(paths, labels, tune_on="train_loss", stop_on=None):
+def summarise(paths, labels, tune_on="train_loss", stop_on=None, tune_step_scale=False):
     """``{task: {label: {metric: {"mean", "std"[, "values"]}, "spec": ...}}}``, the commands that produced the inputs,
-    and ``{task: {label: [per-meta-seed rows]}}`` for pairing.  Every row records the ``step`` it was read at."""
+    and ``{task: {label: [per-meta-seed rows]}}`` for pairing.  Every row records the ``step`` it was read at (and
+    its ``spec``, which names the chosen step scale)."""
     table, runs, commands = collections.defaultdict(dict), collections.defaultdict(dict), []
+    scale_grids = collections.defaultdict(dict)  # task -> base spec -> its rows at every step scale, in input order
+    hand_designed = collections.defaultdict(dict)  # task -> family -> {spec: row}: a grid may span several inputs
+    seen = collections.defaultdict(set)  # task -> specs read: a run given twice would count twice
     for path in paths:
         with open(path) as f:
             result = json.load(f)
         commands.append(result["command"])
         task = result["task"]
-        hand_designed = collections.defaultdict(list)
         for spec, outcome in result["optimizers"].items():
+            if spec in seen[task]:
+                raise ValueError(f"--inputs: {spec!r} on {task} is in two inputs; give each run once.")
+            seen[task].add(spec)
             step = _read_step(outcome, result["steps"], stop_on)
             metrics = outcome["at_step"][step]
             row = {m: {k: metrics[m][k] for k in ("mean", "std", "values") if k in metrics[m]}
                    for m in METRICS if m in metrics}
             row.update(spec=spec, step=int(step), seeds=outcome["seeds"] if isinstance(outcome["seeds"], int) else len(outcome["seeds"]))
-            if spec in labels:
+            base, scale = split_step_scale(spec)
+            if base in labels and (tune_step_scale or scale is not None):
+                if not tune_step_scale:
+                    raise ValueError(f"{spec!r} is {base!r} at a step scale: pass --tune_step_scale to choose each "
+                                     "meta-seed's scale on --tune_on.")
+                scale_grids[task].setdefault(base, []).append(row)
+                runs[task].setdefault(labels[base], [])  # the arm's place among the columns: where it first appears
+            elif spec in labels:
                 runs[task].setdefault(labels[spec], []).append(row)
             else:
-                hand_designed[spec.split(":")[0]].append(row)
-        for family, rows in hand_designed.items():
-            runs[task][f"{family} (best lr)"] = [_tuned(rows, tune_on)]
+                family = spec.split(":")[0]
+                hand_designed[task].setdefault(family, {})[spec] = row
+                runs[task].setdefault(f"{family} (best lr)", [])
+    for task, families in hand_designed.items():
+        for family, grid in families.items():
+            runs[task][f"{family} (best lr)"].append(_tuned(list(grid.values()), tune_on))
+    for task, grids in scale_grids.items():
+        for base, rows in grids.items():
+            runs[task][labels[base]].append(_tuned(rows, tune_on))
     for task, arms in runs.items():
         for label, rows in arms.items():
             table[task][label] = _pooled(rows)
@@ -212,10 +238,10 @@ def main(argv):
         raise ValueError(f"--inputs: no such file {missing[0]!r}.")
     cli.check_writable(FLAGS.output)
     labels = {k: str(v) for k, v in cli.parse_kwargs(FLAGS.labels, "labels").items()}
-    table, commands, runs = summarise(paths, labels, FLAGS.tune_on, FLAGS.stop_on)
+    table, commands, runs = summarise(paths, labels, FLAGS.tune_on, FLAGS.stop_on, FLAGS.tune_step_scale)
     text = markdown(table, show_step=FLAGS.stop_on is not None)
     out = {"table": table, "commands": commands, "tuned_on": FLAGS.tune_on, "stopped_on": FLAGS.stop_on,
-           "markdown": text}
+           "step_scale_tuned": FLAGS.tune_step_scale, "markdown": text}
     if FLAGS.baseline:
         out["paired_test_accuracy"] = paired(runs, FLAGS.baseline)
         lines = [f"{task} {arm} {vs}: {100 * d['mean']:+.2f} ± {100 * d['se']:.2f} points"

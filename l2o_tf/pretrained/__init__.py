@@ -79,6 +79,18 @@ def with_config(rule, **changes):
     return changed
 
 
+def with_step_scale(rule, scale):
+    """``rule`` with every update times ``scale`` (its nominal step field scaled, weights kept): the same as
+    ``LearnedOptimizer(rule, learning_rate=scale)``, but carried by the rule, so that an unroll or an export runs it."""
+    field, config = getattr(rule, "NOMINAL_STEP_FIELD", None), rule.get_config()
+    if field not in config:
+        raise ValueError(f"{type(rule).__name__} has no step size in its config to scale; wrap it in "
+                         "LearnedOptimizer(rule, learning_rate=...) instead.")
+    if not scale > 0:
+        raise ValueError(f"A step scale must be > 0, got {scale}.")
+    return with_config(rule, **{field: config[field] * float(scale)})
+
+
 def load(name_or_dir, **optimizer_kwargs):
     """A ready ``LearnedOptimizer``: ``model.compile(optimizer=l2o_tf.pretrained.load("rnnprop-mnist"))``."""
     return LearnedOptimizer(load_rule(name_or_dir), **optimizer_kwargs)

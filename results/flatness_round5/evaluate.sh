@@ -2,7 +2,7 @@
 # Flatness round 5 (docs/flatness.md): evaluate every arm's meta-seeds, the shipped dmlstm-mnist they all start
 # from, and Adam over a grid of learning rates on MNIST trained on 1,000 examples, with a 5,000-example
 # validation split (held out of the training data) on which Adam's learning rate is chosen.
-# Usage: bash results/flatness_round5/evaluate.sh TASK GROUP [SEEDS]   (GROUP: a name below; SEEDS: an arm's
+# Usage: bash results/flatness_round5/evaluate.sh TASK GROUP [SEEDS [SCALES]]   (GROUP: a name below; SEEDS: an arm's
 # meta-seeds, default 0,1,2; other seeds write results/flatness_round5_more/GROUP_TASK.json, the *_long arms
 # results/flatness_round5_long/GROUP_TASK.json (other seeds: results/flatness_round5_long_more/), apart from the
 # first study's files so that each summary command still reads only its own). GROUP general evaluated `general`
@@ -10,8 +10,13 @@
 # so rerunning that group measures the new one.
 # The *_hi and *_xl groups (general start, longer fine-tunes, and their PES twins) write results/flatness_round5_hi/ and also
 # report at steps 100-500, to see where along the trajectory test accuracy peaks (adam_hi: Adam's grid, likewise).
+# SCALES (e.g. 0.125,0.25,0.5) evaluates each meta-seed at those step scales too (SPEC:lr=X: its updates times X), so
+# that a summary with --tune_step_scale can choose each one's scale on validation as Adam's rate is chosen; those
+# runs write results/flatness_round5_scaled/GROUP_TASK_sSEEDS.json (the study's grid 0.125,0.25,0.5), or
+# GROUP_TASK_sSEEDS_lrSCALES.json for other scales (0.0625: the grid's lower edge). GROUP adam_edge is Adam at
+# 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json.
 set -euo pipefail
-TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}
+TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
 R=runs/round5
 OUT=results/flatness_round5/${GROUP}_${TASK}.json
@@ -22,11 +27,19 @@ case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] &
         OUT=$DIR/${GROUP}_${TASK}.json REPORT=--report_at=100,200,300,500,1000 && mkdir -p $DIR ;; esac
 case $GROUP in
   adam|adam_hi) SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;  # adam_hi: with the earlier steps
+  adam_edge)  SPECS="adam:lr=3e-4" REPORT=--report_at=100,200,300,500,1000 OUT=results/flatness_round5_scaled/adam_edge_${TASK}.json
+              mkdir -p results/flatness_round5_scaled ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
   general-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
   *)          SPECS=$(printf "$R/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
 esac
+if [ -n "$SCALES" ]; then
+  SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
+  SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
+  SPECS=${SPECS%,}; OUT=results/flatness_round5_scaled/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
+  mkdir -p results/flatness_round5_scaled
+fi
 exec python -m train.evaluate --optimizer=$SPECS --task=$TASK \
     --task_kwargs=train_examples=1000,validation_examples=5000 --steps=1000 --seeds=10 $REPORT \
     --output=$OUT

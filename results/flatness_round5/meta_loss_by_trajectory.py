@@ -19,7 +19,11 @@ from tensorboard.backend.event_processing import event_accumulator
 def trajectory_means(run_dir):
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    per_trajectory = config["schedule"]["curriculum"][-1] // config["unrolling"]["unroll"]
+    curriculum = config["schedule"]["curriculum"]
+    if len(curriculum) != 1:  # the stage of each meta step is not in the logs, so trajectories could not be told apart
+        raise ValueError(f"{run_dir}: a curriculum of {len(curriculum)} stages {curriculum}; this reads runs with one "
+                         "trajectory length.")
+    per_trajectory = curriculum[0] // config["unrolling"]["unroll"]
     values = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "tensorboard", "**", "events*"), recursive=True)):
         events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})

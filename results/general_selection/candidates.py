@@ -20,7 +20,7 @@ same run (on the suite 6600 beat Adam 1e-3 on 8 tasks and tuned Adam on 3, 2100 
 import os
 
 from l2o_tf import pretrained
-from l2o_tf.pretrained import with_config
+from l2o_tf.pretrained import with_config, with_step_scale
 from l2o_tf.rules import HypergradientScale
 from train.package_pretrained import rule_at_checkpoint
 
@@ -56,11 +56,6 @@ def interpolated(start, tuned, alpha):
     for target, a, b in zip(soup.weights, start.weights, tuned.weights):
         target.assign((1.0 - alpha) * a.value + alpha * b.value)
     return soup
-
-
-def with_step_scale(rule, scale):
-    """``rule`` with its updates times ``scale`` (its ``step_mult`` scaled; the weights unchanged)."""
-    return with_config(rule, step_mult=rule.get_config()["step_mult"] * scale)
 
 
 if __name__ == "__main__":
