@@ -148,6 +148,15 @@ def test_init_from_starts_every_arm_from_the_same_trained_weights(tmp_path):
     with pytest.raises(ValueError, match="init_from.*hidden_size"):
         MetaTrainer(_quadratic_config(rule_kwargs={"hidden_size": 4, "output_scale": 0.1},
                                       init_from=str(tmp_path / "source")), str(tmp_path / "d")).train(verbose=0)
+    # a step-scaled start: the source's weights with its step times 0.5, for a rule built with that step
+    scaled = MetaTrainer(_quadratic_config(rule_kwargs={"hidden_size": 8, "output_scale": 0.05}, meta_steps=1,
+                                           meta_lr=1e-12, init_from=str(tmp_path / "source") + ":lr=0.5"),
+                         str(tmp_path / "e"))
+    scaled.train(verbose=0)
+    for mine, theirs in zip(scaled.rule.weights, trained):
+        np.testing.assert_allclose(mine.numpy(), theirs, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="init_from.*output_scale"):  # the scale must match the rule it starts
+        MetaTrainer(_quadratic_config(init_from=str(tmp_path / "source") + ":lr=0.5"), str(tmp_path / "f")).train(verbose=0)
 
 
 def test_a_checkpoint_ships_the_rule_weights_it_holds(tmp_path):

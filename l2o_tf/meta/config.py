@@ -172,9 +172,10 @@ class MetaTrainConfig:
     rule: str = option("rnnprop", "Rule to meta-train (l2o_tf.rules.names() with weights: dmlstm, rnnprop).")
     rule_kwargs: dict = option({}, "Rule arguments as key=value, e.g. output_scale=0.1.")
     seed: int = option(0, "Run seed: rule initialisation and optimizee seeds.")
-    init_from: str = option("", "Start the rule's weights from a trained optimizer (a pretrained name or an out_dir) "
-                            "instead of the seed's initialisation; its rule must be the one --rule and --rule_kwargs "
-                            "build.  Fine-tuning studies start every arm from the same weights this way.")
+    init_from: str = option("", "Start the rule's weights from a trained optimizer (a pretrained name or an out_dir; "
+                            "NAME:lr=X with its step scaled by X) instead of the seed's initialisation; its rule must "
+                            "be the one --rule and --rule_kwargs build.  Fine-tuning studies start every arm from the "
+                            "same weights this way.")
     meta_steps: int = option(1000, "Total meta steps (truncations).")
     meta_lr: float = option(1e-3, "Adam learning rate of the meta-optimizer.")
     clipnorm: float = option(1.0, "Global-norm clip of the meta-gradient.")

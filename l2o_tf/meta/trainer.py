@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from l2o_tf import kernels, pretrained, rules, seeds, tasks
+from l2o_tf import kernels, pretrained, rules, seeds, spec, tasks
 from l2o_tf.meta import estimators
 from l2o_tf.meta import unroll as unroll_lib
 from l2o_tf.meta.config import MetaTrainConfig
@@ -321,7 +321,7 @@ class MetaTrainer:
 
     def _warm_start(self, name_or_dir):
         """Copy a trained rule's weights into this run's rule (a fresh run only: a resume restores its own)."""
-        source = pretrained.load_rule(name_or_dir)
+        source = spec.rule_from_spec(name_or_dir)  # a spec such as out_dir:lr=0.25 starts from a rescaled step
         mine = {k: v for k, v in self.rule.get_config().items() if k not in ("seed", "name")}
         theirs = {k: v for k, v in source.get_config().items() if k not in ("seed", "name")}
         if mine != theirs:
@@ -451,6 +451,4 @@ class MetaTrainer:
     def save(self):
         """Checkpoint, then export the rule for ``l2o_tf.pretrained.load(out_dir)``."""
         self.manager.save(checkpoint_number=int(self.meta_step))
-        from l2o_tf import pretrained  # noqa: PLC0415  (pretrained imports meta lazily too)
-
         pretrained.save_rule(self.rule, os.path.join(self.out_dir, "optimizer"))
