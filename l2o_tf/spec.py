@@ -54,9 +54,6 @@ def split_step_scale(spec):
     if not sep or spec.partition(":")[0].lower() in HAND_DESIGNED or key not in ("lr", "learning_rate"):
         return spec, None
     try:
-        scale = float(value)
+        return head, float(value)  # with_step_scale checks that it is > 0
     except ValueError:
         raise ValueError(f"Bad optimizer spec {spec!r}: {value!r} is not a number.") from None
-    if not scale > 0:
-        raise ValueError(f"Bad optimizer spec {spec!r}: a learned optimizer's step scale must be > 0.")
-    return head, scale

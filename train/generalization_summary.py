@@ -92,8 +92,9 @@ def summarise(paths, labels, tune_on="train_loss", stop_on=None, tune_step_scale
     and ``{task: {label: [per-meta-seed rows]}}`` for pairing.  Every row records the ``step`` it was read at (and
     its ``spec``, which names the chosen step scale)."""
     table, runs, commands = collections.defaultdict(dict), collections.defaultdict(dict), []
-    scale_grids = collections.defaultdict(dict)  # task -> base spec -> its rows at every step scale, in input order
-    hand_designed = collections.defaultdict(dict)  # task -> family -> {spec: row}: a grid may span several inputs
+    # task -> (column, grid) -> its runs in input order, read at the one --tune_on picks: a hand-designed family's
+    # learning rates (grids may span inputs), a labelled learned spec's step scales (with --tune_step_scale)
+    grids = collections.defaultdict(dict)
     seen = collections.defaultdict(set)  # task -> specs read: a run given twice would count twice
     for path in paths:
         with open(path) as f:
@@ -114,20 +115,18 @@ def summarise(paths, labels, tune_on="train_loss", stop_on=None, tune_step_scale
                 if not tune_step_scale:
                     raise ValueError(f"{spec!r} is {base!r} at a step scale: pass --tune_step_scale to choose each "
                                      "meta-seed's scale on --tune_on.")
-                scale_grids[task].setdefault(base, []).append(row)
-                runs[task].setdefault(labels[base], [])  # the arm's place among the columns: where it first appears
+                column, grid = labels[base], base
             elif spec in labels:
                 runs[task].setdefault(labels[spec], []).append(row)
+                continue
             else:
-                family = spec.split(":")[0]
-                hand_designed[task].setdefault(family, {})[spec] = row
-                runs[task].setdefault(f"{family} (best lr)", [])
-    for task, families in hand_designed.items():
-        for family, grid in families.items():
-            runs[task][f"{family} (best lr)"].append(_tuned(list(grid.values()), tune_on))
-    for task, grids in scale_grids.items():
-        for base, rows in grids.items():
-            runs[task][labels[base]].append(_tuned(rows, tune_on))
+                grid = spec.split(":")[0]
+                column = f"{grid} (best lr)"
+            grids[task].setdefault((column, grid), []).append(row)
+            runs[task].setdefault(column, [])  # the column's place in the table: where it first appears
+    for task, task_grids in grids.items():
+        for (column, _), rows in task_grids.items():
+            runs[task][column].append(_tuned(rows, tune_on))
     for task, arms in runs.items():
         for label, rows in arms.items():
             table[task][label] = _pooled(rows)
