@@ -14,7 +14,9 @@
 # that a summary with --tune_step_scale can choose each one's scale on validation as Adam's rate is chosen; those
 # runs write results/flatness_round5_scaled/GROUP_TASK_sSEEDS.json (the study's grid 0.125,0.25,0.5), or
 # GROUP_TASK_sSEEDS_lrSCALES.json for other scales (0.0625: the grid's lower edge). GROUP adam_edge is Adam at
-# 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json.
+# 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json. The scaled-* groups are
+# the fine-tunes started from at2100:lr=0.25 (meta_train.sh START=scaled; their scale 1 is the start's 0.25), written
+# to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in.
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
@@ -31,14 +33,15 @@ case $GROUP in
               mkdir -p results/flatness_round5_scaled ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
-  general-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
+  general-*|scaled-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
   *)          SPECS=$(printf "$R/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
 esac
 if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
   SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
-  SPECS=${SPECS%,}; OUT=results/flatness_round5_scaled/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
-  mkdir -p results/flatness_round5_scaled
+  DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;; esac
+  SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
+  mkdir -p $DIR
 fi
 exec python -m train.evaluate --optimizer=$SPECS --task=$TASK \
     --task_kwargs=train_examples=1000,validation_examples=5000 --steps=1000 --seeds=10 $REPORT \

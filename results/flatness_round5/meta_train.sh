@@ -9,6 +9,9 @@
 # The pes_* arms repeat an arm with PES (8 particles, sigma 0.01) instead of truncated backprop: unbiased over the whole
 # 1,000-step trajectory, so early steps are credited with the validation loss they cause later (Metz et al. 2019 used ES
 # gradients for the same reason).
+# START=scaled fine-tunes the 2100 rule from the step scale chosen on validation for it (0.25: at2100:lr=0.25, its
+# nominal step step_mult 1e-3 -> 2.5e-4), so that fine-tuning is spent on more than shrinking the step (out_dir
+# runs/round5/scaled-ARM-sSEED).
 # The *_xl arms continue their *_hi run (copied) to 3,600 meta steps.
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
@@ -19,7 +22,8 @@ case $ARM in *_long) TRAJECTORY=1000 ;; *_hi) TRAJECTORY=1000; META_STEPS=1200; 
 case $START in
   dmlstm)  RULE="--rule=dmlstm --rule_kwargs=output_scale=0.1 --init_from=dmlstm-mnist" ;;
   general) RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8 --init_from=results/general_selection/at2100" ;;
-  *) echo "unknown start $START (dmlstm or general)" >&2; exit 2 ;;
+  scaled)  RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8,step_mult=0.00025 --init_from=results/general_selection/at2100:lr=0.25" ;;
+  *) echo "unknown start $START (dmlstm, general or scaled)" >&2; exit 2 ;;
 esac
 B="python -m train.meta_train --task=mnist_mlp --task_kwargs=train_examples=1000 $RULE
    --unroll=20 --trajectory=$TRAJECTORY --meta_steps=$META_STEPS
