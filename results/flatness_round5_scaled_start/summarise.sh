@@ -12,7 +12,7 @@ for arm in vanilla validation; do
 done
 L=${L#,},results/general_selection/at2100=start
 IN=""
-for t in mnist_mlp mnist_mlp_relu; do
+for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json,results/flatness_round5_hi*/general-pes_*_hi_$t.json
   IN=$IN,results/flatness_round5_scaled/general-pes_*_hi_${t}_s*.json,results/flatness_round5_scaled_start/scaled-pes_*_hi_${t}_s*.json
