@@ -37,6 +37,13 @@ class UnrollOptions:
                                  "split; Metz et al. 2019), or a mix (--validation_weight).",
                                  choices=("train", "validation", "mix"))
     validation_weight: float = option(0.5, "meta_objective=mix: the validation loss's share of the meta-objective.")
+    # Evaluations read where a trajectory ends; a loss averaged over the whole trajectory also rewards fitting fast.
+    meta_loss_trajectory_start: int = option(0, "Optimizee step of each trajectory from which its losses enter the "
+                                             "meta-loss (a multiple of --unroll, below the shortest trajectory): score "
+                                             "where trajectories end, as an evaluation reads them.  Earlier truncations "
+                                             "only carry the optimizees on (no meta-update unless a penalty or imitation "
+                                             "applies); with --estimator=pes their perturbations are credited with the "
+                                             "losses they cause later.")
     validation_examples: int = option(5000, "meta_objective validation/mix: training examples held out as the "
                                       "validation split (the last ones of the train split).")
     # Recompute the rule's activations in the backward pass (tf.recompute_grad): less memory, same result.
@@ -228,6 +235,14 @@ class MetaTrainConfig:
              f"reg_start and reg_trajectory_start must be >= 0, got {penalty.reg_start}, {penalty.reg_trajectory_start}"),
             (penalty.reg_trajectory_start % unroll == 0,
              f"reg_trajectory_start ({penalty.reg_trajectory_start}) must be a multiple of the unroll ({unroll})"),
+            (unrolling.meta_loss_trajectory_start >= 0 and unrolling.meta_loss_trajectory_start % unroll == 0,
+             f"meta_loss_trajectory_start ({unrolling.meta_loss_trajectory_start}) must be a multiple of the unroll "
+             f"({unroll}), >= 0"),
+            (unrolling.meta_loss_trajectory_start < min(schedule.curriculum),
+             f"meta_loss_trajectory_start ({unrolling.meta_loss_trajectory_start}) must be below the shortest trajectory "
+             f"({min(schedule.curriculum)}), or no loss is ever scored"),
+            (estimation.estimator != "maml" or unrolling.meta_loss_trajectory_start == 0,
+             "MAML adapts on every truncation's meta-loss: it does not combine with meta_loss_trajectory_start"),
             (maml.maml_inner_steps >= 0, f"maml_inner_steps must be >= 0, got {maml.maml_inner_steps}"),
             (estimation.estimator == "maml" or maml.maml_inner_steps == 0,
              f"maml_inner_steps is the maml estimator's option; it does not combine with --estimator={estimation.estimator}"),

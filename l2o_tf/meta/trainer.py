@@ -164,32 +164,41 @@ class MetaTrainer:
 
 
     # -- compiled pieces --------------------------------------------------------
-    def _problem(self, member, penalized):
+    def _problem(self, member, penalized, scored=True):
         """What the optimizees of family member ``member`` are unrolled on (one object per key: traced once)."""
-        key = (member, penalized)
+        key = (member, penalized, scored)
         if key not in self._problems:
             teacher = None if self.teacher is None else (self.teacher, self.config.imitation.imitation_weight)
             self._problems[key] = Problem(self.tasks[member], self.unroll_config,
-                                          self.penalty if penalized else None, teacher)
+                                          self.penalty if penalized else None, teacher, scored)
         return self._problems[key]
 
-    def _step_function(self, member, penalized):
-        """The compiled meta step for family member ``member``: traced once per (member, penalized)."""
-        key = (member, penalized)
+    def _step_function(self, member, penalized, scored=True):
+        """The compiled meta step for family member ``member``: traced once per (member, penalized, scored).
+
+        A step whose meta-loss has no term (before ``meta_loss_trajectory_start``, no penalty or imitation) applies
+        nothing: a zero gradient would still move Adam's weights by its momentum and advance its bias correction.
+        """
+        key = (member, penalized, scored)
         if key not in self._compiled:
-            problem = self._problem(member, penalized)
+            problem = self._problem(member, penalized, scored)
 
             def step(truncation, noise_seed):
                 grads, result, estimator_state = self.replicas.meta_gradient(problem, truncation, noise_seed)
+                if not problem.trains:
+                    return result, estimator_state, self._finite(result.meta_loss, grads)
                 return result, estimator_state, self._apply_if_finite(result.meta_loss, grads)
 
             self._compiled[key] = tf.function(step)
         return self._compiled[key]
 
+    @staticmethod
+    def _finite(loss, grads):
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(loss)])
+
     def _apply_if_finite(self, loss, grads):
-        variables = self.rule.trainable_variables
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(loss)])
-        tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
+        finite = self._finite(loss, grads)
+        tf.cond(finite, lambda: self._apply(grads, self.rule.trainable_variables), lambda: tf.no_op())
         return finite
 
     def _apply(self, grads, variables):
@@ -214,7 +223,7 @@ class MetaTrainer:
         For checks: it is the all-reduced meta-gradient the next ``train``
         step would apply (before clipping).
         """
-        problem = self._problem(self.member, self._penalized())
+        problem = self._problem(self.member, self._penalized(), self._scored())
         grads, result, _ = tf.function(lambda *args: self.replicas.meta_gradient(problem, *args))(*self._step_args())
         return result.meta_loss, grads
 
@@ -227,6 +236,10 @@ class MetaTrainer:
         """Whether the next unroll carries the flatness penalty (``reg_start``, ``reg_trajectory_start``)."""
         return (self.penalty is not None and int(self.meta_step) >= self.config.penalty.reg_start
                 and int(self.optimizee_step) >= self.config.penalty.reg_trajectory_start)
+
+    def _scored(self):
+        """Whether the next unroll's losses enter the meta-loss (``meta_loss_trajectory_start``)."""
+        return int(self.optimizee_step) >= self.config.unrolling.meta_loss_trajectory_start
 
     @property
     def member(self):
@@ -335,7 +348,7 @@ class MetaTrainer:
     def validate(self):
         """Mean loss over the current trajectory length on held-out optimizee seeds, scored as the meta-loss
         scores it (the validation split mixed in by ``meta_objective``, relative to the initial loss with
-        ``relative_loss``, its log with ``log_loss``)."""
+        ``relative_loss``, its log with ``log_loss``), from ``meta_loss_trajectory_start`` on."""
         values = []
         for i in range(self.config.schedule.validation_seeds):
             seed, member = seeds.VALIDATION + i, i % len(self.tasks)  # a family: its members in turn
@@ -346,7 +359,8 @@ class MetaTrainer:
                 tf.constant(seed, tf.int64),
                 tf.constant(self.trajectory_length),
             )
-            values.append(float(tf.reduce_mean(self.unroll_config.scored(losses, losses[0]))))
+            start = self.config.unrolling.meta_loss_trajectory_start
+            values.append(float(tf.reduce_mean(self.unroll_config.scored(losses[start:], losses[0]))))
         return float(np.mean(values))
 
     def _after_validation(self, value):
@@ -394,8 +408,9 @@ class MetaTrainer:
         self._say(f"Meta-training from meta step {start_step} to {self.config.meta_steps} (the first step traces "
                   "and compiles the unroll) ...")
         while int(self.meta_step) < self.config.meta_steps:
-            penalized = self._penalized()
-            train_step = self._step_function(self.member, penalized)
+            penalized, scored = self._penalized(), self._scored()
+            train_step = self._step_function(self.member, penalized, scored)
+            trains = self._problem(self.member, penalized, scored).trains
             result, estimator_state, finite = train_step(*self._step_args())
             meta_loss = result.meta_loss
             losses = tf.reduce_mean(result.losses, axis=0)  # mean over the batch of optimizees
@@ -423,12 +438,15 @@ class MetaTrainer:
                 self.trajectory_index.assign_add(1)
                 self._new_optimizee()
             step = int(self.meta_step)
-            values = [("meta_loss", float(meta_loss)), ("loss", float(losses[-1]))]
+            # An unscored truncation's meta-loss is 0 by construction, not progress: it is not logged.
+            values = [("meta_loss", float(meta_loss))] if trains else []
+            values.append(("loss", float(losses[-1])))
             counters = [("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
             if penalized:
                 values.append(("penalty", float(tf.reduce_mean(result.penalty))))
             with writer.as_default(step=step):
-                tf.summary.scalar("meta_loss", meta_loss)
+                if trains:
+                    tf.summary.scalar("meta_loss", meta_loss)
                 tf.summary.scalar("optimizee/loss", losses[-1])
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))

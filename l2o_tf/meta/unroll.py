@@ -131,7 +131,8 @@ class UnrollResult(NamedTuple):
     teacher_state: object
 
 
-def unroll(task, rule, params, state, seed, start_step, config, teacher=None, penalty=None, loss_scale=None):
+def unroll(task, rule, params, state, seed, start_step, config, teacher=None, penalty=None, loss_scale=None,
+           scored=True):
     """Run ``config.length`` steps from ``params`` and return an :class:`UnrollResult`.
 
     ``meta_loss = sum_t w_t f(params_t) [+ alpha sum_t R_t] [+ beta sum_t imitation_t]``
@@ -147,9 +148,9 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
     such as Adam.  ``penalty`` (a :class:`l2o_tf.meta.regularizers.Penalty`)
     adds ``alpha * R(params_t)`` on the batch of step ``t`` for every
     ``penalty.every``-th step of the unroll.  ``loss_scale``: the optimizee's
-    initial loss, for ``config.relative_loss``.
+    initial loss, for ``config.relative_loss``.  ``scored=False``: the losses are not part of the
+    meta-loss (a truncation before ``meta_loss_trajectory_start``); it holds only the penalty and imitation.
     """
-    weights = config.weights()
     losses, objectives, imitation, penalty_sum = [], [], 0.0, tf.constant(0.0)
     if config.recompute:
         rule = _Recomputed(rule)
@@ -169,12 +170,16 @@ def unroll(task, rule, params, state, seed, start_step, config, teacher=None, pe
             penalty_sum += penalty(lambda p, b=batch: task.loss(p, b), params, penalty_seed)
         if k > 0:
             losses.append(loss_k)
-            objectives.append(config.objective(task, at, loss_k, seed, step))
+            if scored:
+                objectives.append(config.objective(task, at, loss_k, seed, step))
     end = start_step + config.length
     losses.append(task.loss(params, task.train_batch(seed, end)))
-    objectives.append(config.objective(task, params, losses[-1], seed, end))
+    meta_loss = tf.constant(0.0)
+    if scored:
+        objectives.append(config.objective(task, params, losses[-1], seed, end))
+        weights = tf.constant(config.weights(), tf.float32)
+        meta_loss = tf.reduce_sum(weights * config.scored(tf.stack(objectives), loss_scale))
     losses = tf.stack(losses)
-    meta_loss = tf.reduce_sum(tf.constant(weights, tf.float32) * config.scored(tf.stack(objectives), loss_scale))
     if penalty is not None:
         meta_loss += penalty.weight * penalty_sum
     teacher_state = None

@@ -16,7 +16,8 @@
 # GROUP_TASK_sSEEDS_lrSCALES.json for other scales (0.0625: the grid's lower edge). GROUP adam_edge is Adam at
 # 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json. The scaled-* groups are
 # the fine-tunes started from at2100:lr=0.25 (meta_train.sh START=scaled; their scale 1 is the start's 0.25), written
-# to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in.
+# to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in; the *_end_hi groups
+# (scored over the trajectory's second half) likewise to results/flatness_round5_end/ (evaluate them with SCALES).
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
@@ -39,7 +40,8 @@ esac
 if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
   SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
-  DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;; esac
+  DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;;
+    *_end_hi) DIR=results/flatness_round5_end ;; esac
   SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
   mkdir -p $DIR
 fi

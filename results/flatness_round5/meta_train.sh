@@ -12,6 +12,8 @@
 # START=scaled fine-tunes the 2100 rule from the step scale chosen on validation for it (0.25: at2100:lr=0.25, its
 # nominal step step_mult 1e-3 -> 2.5e-4), so that fine-tuning is spent on more than shrinking the step (out_dir
 # runs/round5/scaled-ARM-sSEED).
+# The *_end_hi arms score only the second half of each 1,000-step trajectory (--meta_loss_trajectory_start=500): the
+# evaluation reads the trajectory's end, and the whole-trajectory average rewarded fitting fast (the scaled start's finding).
 # The *_xl arms continue their *_hi run (copied) to 3,600 meta steps.
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
@@ -36,6 +38,8 @@ case $ARM_RULE in
   entropy|entropy_long) X="--regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
   adaptive)   X="--regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation|validation_long|validation_hi|validation_xl) X="--meta_objective=validation --validation_examples=5000" ;;
+  validation_end_hi) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500" ;;
+  vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation+hessian)  X="--meta_objective=validation --validation_examples=5000 --regularizer=hessian_trace --reg_weight=1e-4 --reg_num_probes=1" ;;

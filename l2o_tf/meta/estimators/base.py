@@ -44,20 +44,27 @@ class Problem:
     """What every optimizee of a meta step is unrolled on: the task, the unroll, the penalty and the teacher.
 
     ``teacher``: ``(rule, weight)`` of an imitated hand-designed rule, or None.
-    Built once per (task, penalized) so that compiled steps trace once.
+    ``scored``: whether the truncation's losses enter the meta-loss (``meta_loss_trajectory_start``).
+    Built once per (task, penalized, scored) so that compiled steps trace once.
     """
 
     task: object
     unroll_config: unroll_lib.UnrollConfig
     penalty: object = None
     teacher: tuple = None
+    scored: bool = True
+
+    @property
+    def trains(self):
+        """Whether the meta-loss has a term at all (else the meta step only carries the optimizees on)."""
+        return self.scored or self.penalty is not None or self.teacher is not None
 
     def unroll(self, rule, truncation):
         """One truncation of ``truncation``'s optimizee with ``rule`` (a rule, or a rule with explicit weights)."""
         teacher = None if self.teacher is None else (self.teacher[0], truncation.teacher_state, self.teacher[1])
         result = unroll_lib.unroll(self.task, rule, truncation.params, truncation.state, truncation.seed,
                                    truncation.start_step, self.unroll_config, teacher, self.penalty,
-                                   truncation.loss_scale)
+                                   truncation.loss_scale, self.scored)
         return result if result.teacher_state is not None else result._replace(teacher_state=truncation.teacher_state)
 
 
