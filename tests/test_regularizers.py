@@ -186,7 +186,8 @@ def test_trajectory_start_penalises_only_the_end_of_each_trajectory(tmp_path, mo
     )
     trainer = MetaTrainer(config, str(tmp_path))
     seen, compiled = [], trainer._step_function
-    monkeypatch.setattr(trainer, "_step_function", lambda member, penalized: seen.append(penalized) or compiled(member, penalized))
+    monkeypatch.setattr(trainer, "_step_function",
+                        lambda member, penalized, scored: seen.append(penalized) or compiled(member, penalized, scored))
     trainer.train(verbose=0)
     assert seen == [False, False, False, False, True, True, False, True, True]
     with pytest.raises(ValueError, match="reg_trajectory_start .6. must be a multiple of the unroll .4."):
