@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Round 5, the meta-loss scored where trajectories end (docs/flatness.md): the PES validation arm fine-tuned from the
+# 2100 rule with --meta_loss_trajectory_start=500 (runs/round5/general-pes_validation_end_hi-sSEED), its vanilla
+# twin scored the same way (general-pes_vanilla_end_hi, the control: is it the end or the validation split?), beside the PES arms
+# that score the whole trajectory (general-pes_{vanilla,validation}_hi), the start and Adam; every learned spec at
+# its validation-chosen step scale, Adam at its validation-chosen rate; pairs against the whole-trajectory vanilla arm.
+# Usage: bash results/flatness_round5_end/summarise.sh [--stop_on=validation_accuracy --output=...]
+set -euo pipefail
+L=""
+for s in 0 1 2 3 4 5; do
+  for arm in vanilla validation validation_end; do L=$L,runs/round5/general-pes_${arm}_hi-s$s=$arm; done
+done
+for s in 0 1 2; do L=$L,runs/round5/general-pes_vanilla_end_hi-s$s=vanilla_end; done  # the control: 3 meta-seeds
+L=${L#,},results/general_selection/at2100=start
+IN=""
+for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
+  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
+  IN=$IN,results/flatness_round5_scaled/at2100_$t.json
+  for arm in vanilla validation; do
+    IN=$IN,results/flatness_round5_hi/general-pes_${arm}_hi_$t.json,results/flatness_round5_hi_more/general-pes_${arm}_hi_$t.json
+    IN=$IN,$(ls results/flatness_round5_scaled/general-pes_${arm}_hi_${t}_s*.json | paste -sd,)
+  done
+  IN=$IN,$(ls results/flatness_round5_end/general-pes_*_end_hi_${t}_s*.json | paste -sd,)
+done
+exec python -m train.generalization_summary --inputs="${IN#,}" --labels="$L" --baseline=vanilla \
+  --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end.json "$@"
