@@ -38,7 +38,7 @@ case $ARM_RULE in
   entropy|entropy_long) X="--regularizer=local_entropy --reg_weight=0.01 --reg_gamma=1.0 --reg_sgld_steps=10 --reg_every=5" ;;
   adaptive)   X="--regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation|validation_long|validation_hi|validation_xl) X="--meta_objective=validation --validation_examples=5000" ;;
-  validation_end_hi) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500" ;;
+  validation_end_hi|validation_end_xl) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500" ;;
   vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
