@@ -221,6 +221,12 @@ def test_nonfinite_unrolls_are_skipped_and_counted(tmp_path):
         all_bad.train(verbose=0)
     for a, b in zip(before, all_bad.rule.weights):
         np.testing.assert_array_equal(a, b.numpy())  # never updated by a NaN unroll
+    # Before --meta_loss_trajectory_start the meta-loss is a constant 0: the optimizee's own losses still tell.
+    unscored = MetaTrainer(_quadratic_config(meta_steps=50, max_consecutive_skips=3, meta_loss_trajectory_start=20),
+                           str(tmp_path / "c"), task=_NaNForSomeSeeds({seeds.training_optimizee(0, i) for i in range(10)}))
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite unrolls"):
+        unscored.train(verbose=0)
+    assert int(unscored.meta_step) == 3
 
 
 def test_config_errors():

@@ -186,18 +186,21 @@ class MetaTrainer:
             def step(truncation, noise_seed):
                 grads, result, estimator_state = self.replicas.meta_gradient(problem, truncation, noise_seed)
                 if not problem.trains:
-                    return result, estimator_state, self._finite(result.meta_loss, grads)
-                return result, estimator_state, self._apply_if_finite(result.meta_loss, grads)
+                    return result, estimator_state, self._finite(result, grads)
+                return result, estimator_state, self._apply_if_finite(result, grads)
 
             self._compiled[key] = tf.function(step)
         return self._compiled[key]
 
     @staticmethod
-    def _finite(loss, grads):
-        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads] + [tf.math.is_finite(loss)])
+    def _finite(result, grads):
+        """Whether the unroll stayed finite: its meta-loss, its optimizee losses (an unscored truncation's meta-loss
+        is a constant 0 that would hide a diverged optimizee) and the meta-gradient."""
+        values = grads + [result.meta_loss, result.losses]
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
 
-    def _apply_if_finite(self, loss, grads):
-        finite = self._finite(loss, grads)
+    def _apply_if_finite(self, result, grads):
+        finite = self._finite(result, grads)
         tf.cond(finite, lambda: self._apply(grads, self.rule.trainable_variables), lambda: tf.no_op())
         return finite
 
