@@ -136,6 +136,8 @@ SHIPPED = {
     "rnnprop-lasso-ml2o": dict(task="lasso", regularizer="none", maml_inner_steps=1, maml_inner_optimizer="adam",
                                task_family=[0.1, 0.5, 1.0]),
     "general": dict(rule="adafac_mlp", regularizer="none", maml_inner_steps=0),
+    "adafac-mnist-generalize": dict(rule="adafac_mlp", task="mnist_mlp", estimator="pes", meta_objective="validation",
+                                    meta_loss_trajectory_start=500, regularizer="none", maml_inner_steps=0),
 }
 
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Round 5, the end-scored validation arm meta-trained 3x longer (docs/flatness.md): general-pes_validation_end_xl
+# continues each general-pes_validation_end_hi run (1,200 meta steps) to 3,600. Beside it the _hi runs it continues,
+# the whole-trajectory PES vanilla arm and Adam; every learned spec at its validation-chosen step scale, Adam at its
+# validation-chosen rate. Pairs against vanilla (results/flatness_round5_end_xl.json) or, with
+# --baseline=validation_end --output=results/flatness_round5_end_xl_vs_hi.json, against the runs it continues.
+# Usage: bash results/flatness_round5_end/summarise_xl.sh [extra train.generalization_summary flags]
+set -euo pipefail
+L=""
+for s in 0 1 2 3 4 5; do
+  L=$L,runs/round5/general-pes_vanilla_hi-s$s=vanilla,runs/round5/general-pes_validation_end_hi-s$s=validation_end
+  L=$L,runs/round5/general-pes_validation_end_xl-s$s=validation_end_xl
+done
+IN=""
+for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
+  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
+  IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
+  IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
+  IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl}_${t}_s*.json | paste -sd,)
+done
+exec python -m train.generalization_summary --inputs="${IN#,}" --labels="${L#,}" --baseline=vanilla \
+  --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end_xl.json "$@"
