@@ -57,3 +57,11 @@ def split_step_scale(spec):
         return head, float(value)  # with_step_scale checks that it is > 0
     except ValueError:
         raise ValueError(f"Bad optimizer spec {spec!r}: {value!r} is not a number.") from None
+
+
+def provenance(spec):
+    """:func:`l2o_tf.pretrained.provenance` of a learned spec's weights (its step scale aside); ``None`` for a
+    hand-designed rule, which has no weights."""
+    if str(spec).partition(":")[0].lower() in HAND_DESIGNED:
+        return None
+    return pretrained.provenance(split_step_scale(spec)[0])

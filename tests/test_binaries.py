@@ -1,5 +1,6 @@
 """The absl binaries, optimizer specs and shipped pretrained optimizers, as a user meets them."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -36,6 +37,27 @@ def test_evaluate_writes_curves_metrics_and_plot(tmp_path):
     assert adam["at_step"]["30"]["train_loss"]["mean"] < adam["curve"]["mean"][0]
     assert data["command"].startswith("python -m train.evaluate")
     assert (tmp_path / "eval.png").stat().st_size > 1000
+
+
+def test_evaluate_records_which_weights_a_run_dir_stood_for_and_warns_while_it_trains(tmp_path):
+    """An out_dir evaluated mid-run is evaluated as it stood: the result records the meta step and a digest of the
+    weights (here a run at meta step 5 of 10), and the log says so; a hand-designed rule has no source."""
+    run = tmp_path / "run"
+    l2o_tf.pretrained.save_rule(l2o_tf.pretrained.load_rule("rnnprop-mnist"), str(run / "optimizer"))
+    (run / "config.json").write_text(json.dumps({"meta_steps": 10}))
+    tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(run / "checkpoints"), 3).save(5)
+    output = tmp_path / "eval.json"
+    result = _run("train.evaluate", f"--optimizer={run}:lr=0.5,adam:lr=0.1", "--task=quadratic",
+                  "--task_kwargs=batch_size=4,dim=3", "--steps=3", "--seeds=1", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{run}:lr=0.5 is from meta step 5 of the run's 10: the run is still training" in result.stderr
+    optimizers = json.loads(output.read_text())["optimizers"]
+    digest = hashlib.sha256((run / "optimizer" / "weights.npz").read_bytes()).hexdigest()[:16]
+    assert optimizers[f"{run}:lr=0.5"]["source"] == {"directory": str(run / "optimizer"), "weights_sha256": digest,
+                                                      "meta_steps": 10, "meta_step": 5}
+    assert "source" not in optimizers["adam:lr=0.1"] and spec.provenance("adam:lr=0.1") is None
+    shipped = spec.provenance("rnnprop-mnist:lr=2")
+    assert "meta_step" not in shipped and shipped["directory"].endswith(os.path.join("pretrained", "rnnprop-mnist"))
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,27 @@ def test_the_general_family_flag():
     config = _family_config(task_family=("general",), family_size=3)
     assert config.task_family == ("general",)
     assert MetaTrainConfig.from_flat(task_family=("0.1", "1")).task_family == (0.1, 1.0)
-    with pytest.raises(ValueError, match="task_family must be 'general' or a list of sigmas"):
+    with pytest.raises(ValueError, match="task_family must be 'general', a list of sigmas or a list of task names"):
         MetaTrainConfig.from_flat(task_family=("broad",))
     assert [t.name for t in MetaTrainer._tasks(config, None)] == [general.sample(s).name for s in range(3)]
+
+
+def test_a_family_of_named_tasks_shares_the_task_kwargs_and_keeps_each_architecture():
+    """``--task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide``: the members in order, each computing
+    its own activation and width, every one holding the validation split the validation meta-objective needs."""
+    names = ("mnist_mlp", "mnist_mlp_tanh", "mnist_mlp_elu", "mnist_mlp_wide")
+    config = MetaTrainConfig.from_flat(task_family=names, task_kwargs={"batch_size": 8, "train_examples": 64},
+                                       meta_objective="validation", validation_examples=32)
+    assert config.task_family == names
+    members = MetaTrainer._tasks(config, None)
+    assert [t.name for t in members] == list(names)
+    assert [tuple(t.init_params(0)[0].shape) for t in members] == [(784, 20)] * 3 + [(784, 40)]
+    x, _ = members[0].train_batch(0, 0)
+    flat = tf.reshape(x, [x.shape[0], -1])
+    for member, activation in zip(members, [tf.sigmoid, tf.tanh, tf.nn.elu, tf.sigmoid]):
+        w1, b1, w2, b2 = member.init_params(0)
+        np.testing.assert_allclose(member.predict([w1, b1, w2, b2], x).numpy(),
+                                   (activation(flat @ w1 + b1) @ w2 + b2).numpy(), rtol=1e-5, atol=1e-6)
+        assert member.num_train == 64 and member.validation_batch(0, 0)[0].shape[0] == 8
+    with pytest.raises(ValueError, match="Unknown task 'bogus' in the family"):
+        tasks.named_family(["mnist_mlp", "bogus"])

@@ -16,6 +16,9 @@ TINY = {
     "mnist_mlp": dict(batch_size=8),
     "mnist_mlp_relu": dict(batch_size=8),
     "mnist_mlp_deep": dict(batch_size=8),
+    "mnist_mlp_tanh": dict(batch_size=8),
+    "mnist_mlp_elu": dict(batch_size=8),
+    "mnist_mlp_wide": dict(batch_size=8),
     "mnist_conv": dict(batch_size=4, filters=(2, 3)),
     "cifar_conv": dict(batch_size=4, filters=(2, 3)),
 }

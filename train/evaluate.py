@@ -26,7 +26,7 @@ import time
 from train import cli  # noqa: I001  (first: imports TensorFlow quietly)
 
 import keras
-from absl import flags
+from absl import flags, logging
 
 from l2o_tf import __version__, machine, spec, tasks
 from l2o_tf.evaluate import evaluate_rule
@@ -114,7 +114,13 @@ def main(argv):
     cli.check_writable(FLAGS.output)
     task = tasks.get(FLAGS.task, **cli.parse_kwargs(FLAGS.task_kwargs, "task_kwargs"))
     report_at = [int(r) for r in FLAGS.report_at] or [FLAGS.steps]
+    sources = {s: spec.provenance(s) for s in FLAGS.optimizer}  # what is loaded next, recorded with the results
     rules = {s: spec.rule_from_spec(s) for s in FLAGS.optimizer}  # resolve all before running any
+    for name, source in sources.items():
+        if source and source.get("meta_steps") is not None and source.get("meta_step") != source["meta_steps"]:
+            logging.warning("%s is from meta step %s of the run's %s: the run is still training or stopped early; "
+                            "its results are for those weights (recorded as 'source').",
+                            name, source.get("meta_step"), source["meta_steps"])
     results = {
         "command": "python -m train.evaluate " + " ".join(sys.argv[1:]),
         "task": FLAGS.task,
@@ -131,7 +137,14 @@ def main(argv):
         result = evaluate_rule(rule, task, FLAGS.steps, FLAGS.seeds, report_at, measure_sharpness=FLAGS.sharpness,
                                seed_offset=FLAGS.seed_offset, progress=bar.add)
         result["seconds"] = time.time() - start
+        if sources[name]:
+            result["source"] = sources[name]
         results["optimizers"][name] = result
+    for name, source in sources.items():
+        if source and spec.provenance(name)["weights_sha256"] != source["weights_sha256"]:
+            logging.warning("%s changed on disk during this evaluation (a run still training?): its results are for "
+                            "the weights loaded at the start, digest %s.", name, source["weights_sha256"])
+            results["optimizers"][name]["source"]["changed_during_evaluation"] = True
     notice = cli.subset_notice(getattr(task, "data_source", None))
     if hasattr(task, "data_source"):
         results["data_source"] = task.data_source

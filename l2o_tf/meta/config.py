@@ -10,6 +10,7 @@ files) maps onto the nesting with :meth:`MetaTrainConfig.from_flat`.
 import dataclasses
 import json
 
+from l2o_tf import tasks
 from l2o_tf.meta import adaptation, estimators, regularizers
 from l2o_tf.meta import unroll as unroll_lib
 
@@ -173,8 +174,9 @@ class MetaTrainConfig:
     task: str = option("mnist_mlp", "Optimizee task name (l2o_tf.tasks.names()).")
     task_kwargs: dict = option({}, "Task arguments as key=value, e.g. sigma=0.5,dim=10.")
     task_family: tuple = option((), "Train over a family: 'general' (l2o_tf.tasks.general: MLPs, conv nets, autoencoders, "
-                                "char-RNNs and transformer LMs, augmented; --task is ignored), or the task with sigma in "
-                                "this list (e.g. 0.1,0.5,1).", item=str)
+                                "char-RNNs and transformer LMs, augmented; --task is ignored), the task with sigma in "
+                                "this list (e.g. 0.1,0.5,1), or these named tasks with --task_kwargs (e.g. "
+                                "mnist_mlp,mnist_mlp_tanh; --task is ignored).", item=str)
     family_size: int = option(16, "general family: how many sampled tasks it cycles through (seeds 0 ... n-1).")
     rule: str = option("rnnprop", "Rule to meta-train (l2o_tf.rules.names() with weights: dmlstm, rnnprop).")
     rule_kwargs: dict = option({}, "Rule arguments as key=value, e.g. output_scale=0.1.")
@@ -268,14 +270,18 @@ class MetaTrainConfig:
 
     @staticmethod
     def _task_family(values):
-        """``("general",)``, or the sigmas as floats."""
+        """``("general",)``, the sigmas as floats, or task names."""
         values = tuple(values)
         if values == ("general",):
             return values
         try:
             return tuple(float(v) for v in values)
         except ValueError:
-            raise ValueError(f"task_family must be 'general' or a list of sigmas, got {','.join(map(str, values))}") from None
+            pass
+        if all(isinstance(v, str) and v in tasks.names() for v in values):
+            return values
+        raise ValueError(f"task_family must be 'general', a list of sigmas or a list of task names "
+                         f"({', '.join(tasks.names())}), got {','.join(map(str, values))}")
 
     @classmethod
     def fields(cls):

@@ -125,10 +125,12 @@ class MetaTrainer:
             if config.task_family == ("general",):
                 family = tasks.general.family(config.family_size, data_dir=kwargs.get("data_dir"),
                                               validation_examples=kwargs.get("validation_examples", 0))
-            elif config.task_family:  # a family over the shift knob sigma
-                family = tasks.family(config.task, config.task_family, **kwargs)
-            else:
+            elif not config.task_family:
                 return [tasks.get(config.task, **kwargs)]
+            elif isinstance(config.task_family[0], str):  # named tasks
+                family = tasks.named_family(config.task_family, **kwargs)
+            else:  # a family over the shift knob sigma
+                family = tasks.family(config.task, config.task_family, **kwargs)
             return [build() for build in family.builders]
         except TypeError as e:
             if "validation_examples" not in str(e):

@@ -6,11 +6,13 @@ ones add ``training.json`` (the config, command and time that produced them).
 A meta-training ``out_dir`` holds one under ``out_dir/optimizer``.
 """
 
+import hashlib
 import json
 import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from l2o_tf.optimizer import LearnedOptimizer
 
@@ -51,6 +53,22 @@ def resolve(name_or_dir):
         f"Unknown optimizer {name_or_dir!r}: not a shipped optimizer ({', '.join(names()) or 'none'}) "
         "nor a directory holding rule.json (a meta-training out_dir or a saved rule)."
     )
+
+
+def provenance(name_or_dir):
+    """Which weights a name or directory stands for, to record beside results: the saved-rule directory, a digest of
+    its weights and, for a meta-training out_dir, the meta step they were saved at and the run's ``meta_steps`` (an
+    out_dir evaluated while it still trains is evaluated as it stood, and the record must say so)."""
+    directory = resolve(name_or_dir)
+    with open(os.path.join(directory, "weights.npz"), "rb") as f:
+        record = {"directory": directory, "weights_sha256": hashlib.sha256(f.read()).hexdigest()[:16]}
+    run = os.path.dirname(directory)
+    if os.path.basename(directory) == "optimizer" and os.path.exists(os.path.join(run, "config.json")):
+        with open(os.path.join(run, "config.json")) as f:
+            record["meta_steps"] = json.load(f).get("meta_steps")
+        latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+        record["meta_step"] = int(latest.rsplit("-", 1)[1]) if latest else None
+    return record
 
 
 def load_rule(name_or_dir):

@@ -2,7 +2,9 @@
 
 from l2o_tf.tasks import augment, general, text
 from l2o_tf.tasks.base import Task, TaskFamily
-from l2o_tf.tasks.image import cifar_conv, mnist_conv, mnist_mlp, mnist_mlp_deep, mnist_mlp_relu
+from l2o_tf.tasks.image import (
+    cifar_conv, mnist_conv, mnist_mlp, mnist_mlp_deep, mnist_mlp_elu, mnist_mlp_relu, mnist_mlp_tanh, mnist_mlp_wide,
+)
 from l2o_tf.tasks.keras_model import KerasModelTask, from_keras_model
 from l2o_tf.tasks.synthetic import LeastSquaresTask, Rastrigin, Rosenbrock, lasso, quadratic
 
@@ -14,6 +16,9 @@ _BY_NAME = {
     "mnist_mlp": mnist_mlp,
     "mnist_mlp_relu": mnist_mlp_relu,
     "mnist_mlp_deep": mnist_mlp_deep,
+    "mnist_mlp_tanh": mnist_mlp_tanh,
+    "mnist_mlp_elu": mnist_mlp_elu,
+    "mnist_mlp_wide": mnist_mlp_wide,
     "mnist_conv": mnist_conv,
     "cifar_conv": cifar_conv,
 }
@@ -39,8 +44,16 @@ def family(name, sigmas, **kwargs):
     return TaskFamily(f"{name}{list(sigmas)}", [lambda s=s: get(name, sigma=s, **kwargs) for s in sigmas])
 
 
+def named_family(task_names, **kwargs):
+    """A :class:`TaskFamily` of named tasks sharing ``kwargs`` (e.g. MLPs with other activations and widths)."""
+    unknown = [n for n in task_names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"Unknown task {unknown[0]!r} in the family; known tasks: {', '.join(names())}.")
+    return TaskFamily(",".join(task_names), [lambda n=n: get(n, **kwargs) for n in task_names])
+
+
 __all__ = [
     "augment", "general", "text", "Task", "TaskFamily", "KerasModelTask", "LeastSquaresTask", "Rosenbrock", "Rastrigin",
-    "from_keras_model", "get", "names", "family", "quadratic", "lasso", "mnist_mlp",
-    "mnist_mlp_relu", "mnist_mlp_deep", "mnist_conv", "cifar_conv",
+    "from_keras_model", "get", "names", "family", "named_family", "quadratic", "lasso", "mnist_mlp",
+    "mnist_mlp_relu", "mnist_mlp_deep", "mnist_mlp_tanh", "mnist_mlp_elu", "mnist_mlp_wide", "mnist_conv", "cifar_conv",
 ]

@@ -87,6 +87,21 @@ def mnist_mlp_deep(**kwargs):
     return mnist_mlp(hidden_sizes=(20, 20), name="mnist_mlp_deep", **kwargs)
 
 
+def mnist_mlp_tanh(**kwargs):
+    """Family member (``--task_family``): 784-20-10 with tanh; trained on so that ReLU and depth stay unseen."""
+    return mnist_mlp(activation="tanh", name="mnist_mlp_tanh", **kwargs)
+
+
+def mnist_mlp_elu(**kwargs):
+    """Family member: 784-20-10 with ELU, a rectifier with a smooth negative side (ReLU itself stays unseen)."""
+    return mnist_mlp(activation="elu", name="mnist_mlp_elu", **kwargs)
+
+
+def mnist_mlp_wide(**kwargs):
+    """Family member: one sigmoid hidden layer twice as wide, 784-40-10 (the depth-2 MLP stays unseen)."""
+    return mnist_mlp(hidden_sizes=(40,), name="mnist_mlp_wide", **kwargs)
+
+
 def mnist_conv(filters=(8, 16), batch_size=128, data_dir=None, **kwargs):
     """Conv net on MNIST: two Conv3x3+ReLU+MaxPool blocks (8, 16 filters), Dense(10)."""
     return _task("mnist_conv", "mnist", conv_fn((28, 28, 1), tuple(filters)), scale_mnist, batch_size, data_dir, **kwargs)

@@ -18,7 +18,7 @@
 # the fine-tunes started from at2100:lr=0.25 (meta_train.sh START=scaled; their scale 1 is the start's 0.25), written
 # to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in; the *_end_hi groups
 # (scored over the trajectory's second half) and their *_end_xl continuations likewise to results/flatness_round5_end/
-# (evaluate them with SCALES).
+# (evaluate them with SCALES), as is the *_end_family_hi arm (meta-trained on a family of MLPs).
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
@@ -42,7 +42,7 @@ if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
   SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
   DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;;
-    *_end_hi|*_end_xl) DIR=results/flatness_round5_end ;; esac
+    *_end_hi|*_end_xl|*_end_family_hi) DIR=results/flatness_round5_end ;; esac
   SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
   mkdir -p $DIR
 fi

@@ -15,6 +15,9 @@
 # The *_end_hi arms score only the second half of each 1,000-step trajectory (--meta_loss_trajectory_start=500): the
 # evaluation reads the trajectory's end, and the whole-trajectory average rewarded fitting fast (the scaled start's finding).
 # The *_xl arms continue their *_hi run (copied) to 3,600 meta steps.
+# The *_family_hi arm is validation_end_hi over a family of MLPs (--task_family: sigmoid 784-20-10, tanh, ELU, sigmoid
+# 784-40-10; trajectory i trains member i mod 4), so that meta-training cannot specialise to the sigmoid; ReLU and
+# depth 2 stay unseen.
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
@@ -39,6 +42,8 @@ case $ARM_RULE in
   adaptive)   X="--regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
   validation|validation_long|validation_hi|validation_xl) X="--meta_objective=validation --validation_examples=5000" ;;
   validation_end_hi|validation_end_xl) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500" ;;
+  validation_end_family_hi) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500
+    --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide" ;;
   vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
