@@ -5,8 +5,8 @@
 # validation-chosen rate. Pairs against vanilla (results/flatness_round5_end_xl.json) or, with
 # --baseline=validation_end --output=results/flatness_round5_end_xl_vs_hi.json, against the runs it continues.
 # Since the eleventh stop also the family arm (general-pes_validation_end_family_hi: validation_end_hi meta-trained on
-# four MLPs, meta-seeds 0-3; pairs take the first 4 meta-seeds of the other side, the same seeds); against it:
-# --baseline=validation_end_xl --output=results/flatness_round5_end_family_vs_xl.json (each arm minus the 3,600-step arm).
+# four MLPs, meta-seeds 0-5, one file per meta-seed); against the 3,600-step arm (each arm minus it):
+# --baseline=validation_end_xl --output=results/flatness_round5_end_family_vs_xl.json.
 # Usage: bash results/flatness_round5_end/summarise_xl.sh [extra train.generalization_summary flags]
 set -euo pipefail
 L=""
