@@ -186,3 +186,18 @@ def test_a_family_of_named_tasks_shares_the_task_kwargs_and_keeps_each_architect
         assert member.num_train == 64 and member.validation_batch(0, 0)[0].shape[0] == 8
     with pytest.raises(ValueError, match="Unknown task 'bogus' in the family"):
         tasks.named_family(["mnist_mlp", "bogus"])
+
+
+def test_a_validation_that_leaves_out_family_members_says_which_it_covers(tmp_path, caplog):
+    """Validation takes a family's members in turn, one per held-out seed: with fewer seeds than members it scores only
+    the first members, and the trainer says so (the round-5 family arm validated 2 of its 4 MLPs without a word)."""
+    names = ("mnist_mlp", "mnist_mlp_tanh", "mnist_mlp_elu")
+    kwargs = dict(task_family=names, task_kwargs={"batch_size": 8, "train_examples": 64})
+    with caplog.at_level("WARNING"):
+        MetaTrainer(_family_config(validation_seeds=2, **kwargs), str(tmp_path / "two"))
+    (warning,) = [r.getMessage() for r in caplog.records if "Validation covers" in r.getMessage()]
+    assert "members 0-1 of 3 only (mnist_mlp, mnist_mlp_tanh)" in warning and "--validation_seeds=3" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        MetaTrainer(_family_config(validation_seeds=3, **kwargs), str(tmp_path / "three"))
+    assert not [r for r in caplog.records if "Validation covers" in r.getMessage()]

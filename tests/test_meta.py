@@ -119,6 +119,25 @@ def test_curriculum_advances_when_validation_stalls(tmp_path):
     assert trainer.trajectory_length == 20 and float(trainer.best_validation) == np.inf
 
 
+def test_the_rule_at_the_best_validation_is_exported_beside_the_latest(tmp_path):
+    """``out_dir/best`` holds the rule of the validation that improved last (by more than 0.1% of its size, also for
+    a log loss's negative values), with its meta step: the weights of that step's checkpoint, not the latest."""
+    trainer = MetaTrainer(_quadratic_config(meta_steps=8, validate_every=2, checkpoint_every=2), str(tmp_path))
+    scripted = iter([-1.0, -1.5, -1.5005, -1.2])  # steps 2, 4, 6, 8: 6 is within 0.1% of 4, so not better
+    trainer.validate = lambda: next(scripted)
+    trainer.train(verbose=0)
+    with open(tmp_path / "best" / "training.json") as f:
+        record = json.load(f)
+    assert record["meta_step"] == 4 and record["validation"] == -1.5 and int(trainer.bad_validations) == 2
+    at_four = l2o_tf.pretrained.load_rule(str(tmp_path / "best"))
+    restored = MetaTrainer(_quadratic_config(meta_steps=8, validate_every=2, checkpoint_every=2), str(tmp_path))
+    restored.checkpoint.read(str(tmp_path / "checkpoints" / "ckpt-4")).expect_partial()
+    for best, saved, latest in zip(at_four.weights, restored.rule.weights, trainer.rule.weights):
+        np.testing.assert_array_equal(best.numpy(), saved.numpy())
+    assert not np.array_equal(at_four.weights[0].numpy(), trainer.rule.weights[0].numpy())
+    assert l2o_tf.spec.provenance(str(tmp_path / "best"))["meta_step"] == 4
+
+
 def test_refuses_to_resume_into_a_different_run(tmp_path):
     MetaTrainer(_quadratic_config(meta_steps=2), str(tmp_path)).train(verbose=0)
     MetaTrainer(_quadratic_config(meta_steps=4), str(tmp_path)).train(verbose=0)  # more steps: fine

@@ -84,7 +84,7 @@ class CurriculumOptions:
                                "when validation stops improving, e.g. 100,200,500,1000.", item=int)
     patience: int = option(3, "Validations without improvement before the curriculum advances.")
     validate_every: int = option(200, "Meta steps between validations.")
-    validation_seeds: int = option(2, "Held-out optimizees per validation.")
+    validation_seeds: int = option(2, "Held-out optimizees per validation; a family's members in turn, one per seed.")
 
 
 @dataclasses.dataclass

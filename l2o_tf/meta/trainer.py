@@ -42,6 +42,12 @@ class MetaTrainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.tasks = self._tasks(config, task)
         self.task = self.tasks[0]
+        validated = config.schedule.validation_seeds
+        if validated < len(self.tasks):  # validate() takes the members in turn, one per held-out seed
+            logging.warning(
+                "Validation covers family members 0-%d of %d only (%s): validation_seeds=%d, one member per seed in "
+                "turn; pass --validation_seeds=%d or more to validate on every member.", validated - 1,
+                len(self.tasks), ", ".join(t.name for t in self.tasks[:validated]), validated, len(self.tasks))
         self._shapes = {}  # member -> its parameter shapes (members of the general family differ)
         with self.strategy.scope():  # rule weights and meta-optimizer slots are mirrored
             self.rule = rules.get(config.rule, seed=config.seed, **config.rule_kwargs)
@@ -369,10 +375,13 @@ class MetaTrainer:
         return float(np.mean(values))
 
     def _after_validation(self, value):
-        """Curriculum: advance the trajectory length when validation stops improving."""
-        if value < float(self.best_validation) * (1 - 1e-3):
+        """Curriculum: advance the trajectory length when validation stops improving (by 0.1% of its size; a log
+        loss's validation is negative). An improvement also exports the rule to ``out_dir/best``."""
+        best = float(self.best_validation)
+        if math.isinf(best) or value < best - 1e-3 * abs(best):
             self.best_validation.assign(value)
             self.bad_validations.assign(0)
+            self._save_best(value)
             return
         self.bad_validations.assign_add(1)
         if int(self.bad_validations) >= self.config.schedule.patience and int(self.stage) < len(self.config.schedule.curriculum) - 1:
@@ -470,6 +479,13 @@ class MetaTrainer:
         elapsed = time.time() - start_time
         self._say(f"Meta-trained {int(self.meta_step) - start_step} steps in {elapsed:.1f} s.")
         return self.rule
+
+    def _save_best(self, value):
+        """The rule at the best validation of the current trajectory length, for ``l2o_tf.pretrained.load(out_dir +
+        "/best")``: meta-training can end on worse weights than it passed (a family's members pull in turns)."""
+        pretrained.save_rule(self.rule, os.path.join(self.out_dir, "best"), training={
+            "selected_on": "validation", "meta_step": int(self.meta_step), "validation": float(value),
+            "trajectory_length": int(self.trajectory_length)})
 
     def save(self):
         """Checkpoint, then export the rule for ``l2o_tf.pretrained.load(out_dir)``."""

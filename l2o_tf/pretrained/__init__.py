@@ -68,6 +68,9 @@ def provenance(name_or_dir):
             record["meta_steps"] = json.load(f).get("meta_steps")
         latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
         record["meta_step"] = int(latest.rsplit("-", 1)[1]) if latest else None
+    elif os.path.basename(directory) == "best" and os.path.exists(os.path.join(directory, "training.json")):
+        with open(os.path.join(directory, "training.json")) as f:  # a run's validation-best rule
+            record["meta_step"] = json.load(f).get("meta_step")
     return record
 
 

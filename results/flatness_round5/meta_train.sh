@@ -18,6 +18,9 @@
 # The *_family_hi arm is validation_end_hi over a family of MLPs (--task_family: sigmoid 784-20-10, tanh, ELU, sigmoid
 # 784-40-10; trajectory i trains member i mod 4), so that meta-training cannot specialise to the sigmoid; ReLU and
 # depth 2 stay unseen.
+# The *_log_family_hi arm is that arm with --log_loss: each member's meta-loss on a log scale, so a member contributes its
+# relative progress and one whose loss sits high (the ELU MLP, ~6x the others) no longer drives the meta-gradient;
+# its *_xl twin continues it to 3,600 meta steps as the single-task *_xl arm does.
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
@@ -44,6 +47,8 @@ case $ARM_RULE in
   validation_end_hi|validation_end_xl) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500" ;;
   validation_end_family_hi) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500
     --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide" ;;
+  validation_end_log_family_hi|validation_end_log_family_xl) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500
+    --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide --log_loss" ;;
   vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;

@@ -1,25 +1,35 @@
-"""Mean logged meta-loss per family member, first and second half of meta-training, of the family arm's runs
-(docs/flatness.md, round 5 family arm): which member's validation loss dominates the PES meta-gradient.
+"""Mean logged meta-loss per family member, first and second half of meta-training, of a family arm's runs
+(docs/flatness.md, round 5 family arms): which member's validation loss dominates the PES meta-gradient.
 
     python results/flatness_round5_end/family_meta_loss.py > results/flatness_round5_end/family_meta_loss.json
+    python results/flatness_round5_end/family_meta_loss.py general-pes_validation_end_log_family_hi \
+        > results/flatness_round5_end/log_family_meta_loss.json
 
 Trajectory i trains member i mod 4 (l2o_tf.meta.trainer); a trajectory is 1,000 steps in truncations of 20, so meta
 step t (from 1) is on member ((t - 1) // 50) mod 4 (no run skipped an unroll, which would end a trajectory early).
-Only scored truncations (optimizee steps 500-1,000) log a meta-loss: each is the held-out-split loss there.
+Only scored truncations (optimizee steps 500-1,000) log a meta-loss: each is the held-out-split loss there. A run
+meta-trained with --log_loss logs the mean of log losses; its members' figures are exp of that mean (a geometric
+mean of the held-out loss, in the loss's units, at most the arithmetic mean the other arm logs).
 """
 
 import collections
 import glob
 import json
+import math
+import sys
 
 import tensorflow as tf
 
 MEMBERS = ["mnist_mlp", "mnist_mlp_tanh", "mnist_mlp_elu", "mnist_mlp_wide"]
 TRUNCATIONS, META_STEPS = 50, 1200
+ARM = sys.argv[1] if len(sys.argv) > 1 else "general-pes_validation_end_family_hi"
 
-out = {}
+out = {"arm": ARM}
 for seed in range(6):
-    (events,) = glob.glob(f"runs/round5/general-pes_validation_end_family_hi-s{seed}/tensorboard/events.*")
+    run = f"runs/round5/{ARM}-s{seed}"
+    with open(f"{run}/config.json") as f:
+        log_loss = json.load(f)["unrolling"]["log_loss"]
+    (events,) = glob.glob(f"{run}/tensorboard/events.*")
     values = collections.defaultdict(list)
     for event in tf.compat.v1.train.summary_iterator(events):
         for value in event.summary.value:
@@ -27,6 +37,9 @@ for seed in range(6):
                 member = MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)]
                 half = "first_half" if event.step <= META_STEPS // 2 else "second_half"
                 values[(member, half)].append(float(tf.make_ndarray(value.tensor)))
-    out[f"s{seed}"] = {m: {h: round(sum(values[(m, h)]) / len(values[(m, h)]), 3) for h in ("first_half", "second_half")}
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    unlog = math.exp if log_loss else (lambda x: x)
+    out[f"s{seed}"] = {m: {h: round(unlog(mean(values[(m, h)])), 3) for h in ("first_half", "second_half")}
                        for m in MEMBERS}
+    out[f"s{seed}"]["statistic"] = "exp(mean log loss)" if log_loss else "mean loss"
 print(json.dumps(out, indent=1))
