@@ -1,4 +1,4 @@
-"""Mean logged meta-loss per family member, first and second half of meta-training, of a family arm's runs
+"""Mean logged meta-loss per family member, first and second half of meta-training and per 200 meta steps, of a family arm's runs
 (docs/flatness.md, round 5 family arms): which member's validation loss dominates the PES meta-gradient.
 
     python results/flatness_round5_end/family_meta_loss.py > results/flatness_round5_end/family_meta_loss.json
@@ -21,7 +21,7 @@ import sys
 import tensorflow as tf
 
 MEMBERS = ["mnist_mlp", "mnist_mlp_tanh", "mnist_mlp_elu", "mnist_mlp_wide"]
-TRUNCATIONS, META_STEPS = 50, 1200
+TRUNCATIONS, META_STEPS, BLOCK = 50, 1200, 200
 ARM = sys.argv[1] if len(sys.argv) > 1 else "general-pes_validation_end_family_hi"
 
 out = {"arm": ARM}
@@ -37,9 +37,13 @@ for seed in range(6):
                 member = MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)]
                 half = "first_half" if event.step <= META_STEPS // 2 else "second_half"
                 values[(member, half)].append(float(tf.make_ndarray(value.tensor)))
+                values[(member, (event.step - 1) // BLOCK)].append(values[(member, half)][-1])
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     unlog = math.exp if log_loss else (lambda x: x)
     out[f"s{seed}"] = {m: {h: round(unlog(mean(values[(m, h)])), 3) for h in ("first_half", "second_half")}
                        for m in MEMBERS}
+    for m in MEMBERS:  # meta steps 1-200, 201-400, ...: where along meta-training each member's loss moved
+        out[f"s{seed}"][m]["per_200_meta_steps"] = [round(unlog(mean(values[(m, b)])), 3)
+                                                    for b in range(META_STEPS // BLOCK)]
     out[f"s{seed}"]["statistic"] = "exp(mean log loss)" if log_loss else "mean loss"
 print(json.dumps(out, indent=1))
