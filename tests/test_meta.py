@@ -132,7 +132,7 @@ def test_the_rule_at_the_best_validation_is_exported_beside_the_latest(tmp_path)
     at_four = l2o_tf.pretrained.load_rule(str(tmp_path / "best"))
     restored = MetaTrainer(_quadratic_config(meta_steps=8, validate_every=2, checkpoint_every=2), str(tmp_path))
     restored.checkpoint.read(str(tmp_path / "checkpoints" / "ckpt-4")).expect_partial()
-    for best, saved, latest in zip(at_four.weights, restored.rule.weights, trainer.rule.weights):
+    for best, saved in zip(at_four.weights, restored.rule.weights):
         np.testing.assert_array_equal(best.numpy(), saved.numpy())
     assert not np.array_equal(at_four.weights[0].numpy(), trainer.rule.weights[0].numpy())
     assert l2o_tf.spec.provenance(str(tmp_path / "best"))["meta_step"] == 4

@@ -483,9 +483,7 @@ class MetaTrainer:
     def _save_best(self, value):
         """The rule at the best validation of the current trajectory length, for ``l2o_tf.pretrained.load(out_dir +
         "/best")``: meta-training can end on worse weights than it passed (a family's members pull in turns)."""
-        pretrained.save_rule(self.rule, os.path.join(self.out_dir, "best"), training={
-            "selected_on": "validation", "meta_step": int(self.meta_step), "validation": float(value),
-            "trajectory_length": int(self.trajectory_length)})
+        pretrained.save_validation_best(self.rule, self.out_dir, self.meta_step, value, self.trajectory_length)
 
     def save(self):
         """Checkpoint, then export the rule for ``l2o_tf.pretrained.load(out_dir)``."""

@@ -36,6 +36,13 @@ def save_rule(rule, directory, training=None):
         _write(os.path.join(directory, "training.json"), json.dumps(training, indent=2, sort_keys=True))
 
 
+def save_validation_best(rule, out_dir, meta_step, validation, trajectory_length):
+    """Write a run's validation-best rule to ``out_dir/best``, with the meta step ``provenance`` reports for it."""
+    save_rule(rule, os.path.join(out_dir, "best"), training={
+        "selected_on": "validation", "meta_step": int(meta_step), "validation": float(validation),
+        "trajectory_length": int(trajectory_length)})
+
+
 def _write(path, text):
     with open(path + ".tmp", "w") as f:
         f.write(text)

@@ -3,7 +3,8 @@ rule of the checkpoint at the run's lowest logged validation, with the same trai
 
     python results/flatness_round5_end/export_best.py runs/round5/general-pes_validation_end_log_family_hi-s{0..5}
 
-Only for runs of one curriculum stage (the trainer keeps the best of the current trajectory length), whose
+The lowest validation, where the trainer keeps the last that improved by more than 0.1% (the same step for a run that
+validated once, as these did). Only for runs of one curriculum stage (the trainer keeps the best of the current trajectory length), whose
 validation steps were checkpointed. The round-5 runs validate once, at meta step 1,000, and end at 1,200.
 """
 
@@ -28,7 +29,5 @@ for run in sys.argv[1:]:
     step = min(validations, key=lambda s: (validations[s], s))
     rule, saved_step = rule_at_checkpoint(pretrained.load_rule(run), f"{run}/checkpoints/ckpt-{step}")
     assert saved_step == step, (run, step, saved_step)
-    pretrained.save_rule(rule, f"{run}/best", training={
-        "selected_on": "validation", "meta_step": step, "validation": validations[step],
-        "trajectory_length": config["schedule"]["curriculum"][0]})
+    pretrained.save_validation_best(rule, run, step, validations[step], config["schedule"]["curriculum"][0])
     print(f"{run}/best: meta step {step}, validation {validations[step]:.4f} (of {sorted(validations.items())})")

@@ -36,8 +36,9 @@ for seed in range(6):
             if value.tag == "meta_loss":
                 member = MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)]
                 half = "first_half" if event.step <= META_STEPS // 2 else "second_half"
-                values[(member, half)].append(float(tf.make_ndarray(value.tensor)))
-                values[(member, (event.step - 1) // BLOCK)].append(values[(member, half)][-1])
+                loss = float(tf.make_ndarray(value.tensor))
+                values[(member, half)].append(loss)
+                values[(member, (event.step - 1) // BLOCK)].append(loss)
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     unlog = math.exp if log_loss else (lambda x: x)
     out[f"s{seed}"] = {m: {h: round(unlog(mean(values[(m, h)])), 3) for h in ("first_half", "second_half")}
