@@ -138,12 +138,7 @@ def _family_config(**overrides):
 
 def test_members_of_different_sizes_train_in_turn_and_resume_exactly(tmp_path):
     """A family of an image MLP and a user's Keras model (from_keras_model): both trace once, a resume is exact."""
-    gen = np.random.default_rng(0)
-    x = gen.normal(size=(64, 5)).astype("float32")
-    y = (x @ gen.normal(size=(5, 1))).astype("float32")
-    user_model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1)])
-    user_task = tasks.from_keras_model(user_model, ((x, y), (x, y)), "mse", batch_size=8, name="user_regression")
-    family = general.family(size=0, extra_tasks=[general.build(TINY[0]), user_task])
+    family = _two_sizes()
 
     reference = MetaTrainer(_family_config(), str(tmp_path / "reference"), task=family)
     assert reference.num_coordinates(0) != reference.num_coordinates(1)
@@ -201,3 +196,55 @@ def test_a_validation_that_leaves_out_family_members_says_which_it_covers(tmp_pa
     with caplog.at_level("WARNING"):
         MetaTrainer(_family_config(validation_seeds=3, **kwargs), str(tmp_path / "three"))
     assert not [r for r in caplog.records if "Validation covers" in r.getMessage()]
+
+
+def _two_sizes():
+    """A family of two members of different sizes: a general-family MLP and a user's Keras regression."""
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(64, 5)).astype("float32")
+    y = (x @ gen.normal(size=(5, 1))).astype("float32")
+    user_model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1)])
+    user_task = tasks.from_keras_model(user_model, ((x, y), (x, y)), "mse", batch_size=8, name="user_regression")
+    return general.family(size=0, extra_tasks=[general.build(TINY[0]), user_task])
+
+
+def test_every_member_averages_the_meta_gradients_of_each_members_optimizees(tmp_path):
+    """With every_member a meta step unrolls a group per member: its meta-gradient is the mean of the one each member's
+    optimizee gives alone (the same seed, the same rule), not one member's per trajectory."""
+    family = _two_sizes()
+    together = MetaTrainer(_family_config(every_member=True, optimizees=2), str(tmp_path / "all"), task=family)
+    together._new_optimizee()
+    loss, grads = together.meta_gradient()
+    alone = []
+    for index, build in enumerate(family.builders):
+        single = MetaTrainer(_family_config(optimizees=1), str(tmp_path / f"m{index}"), task=build())
+        single.trajectory_index.assign(index)  # optimizee seed index = trajectory x batch: the group's seed
+        single._new_optimizee()
+        alone.append(single.meta_gradient())
+    np.testing.assert_allclose(float(loss), np.mean([float(a[0]) for a in alone]), rtol=1e-5)
+    for g, a, b in zip(grads, alone[0][1], alone[1][1]):
+        np.testing.assert_allclose(g.numpy(), (a.numpy() + b.numpy()) / 2, rtol=1e-4, atol=1e-7)
+    assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(alone[0][1], alone[1][1])) > 1e-4  # members differ
+
+
+def test_every_member_under_pes_draws_per_group_perturbations_and_resumes_exactly(tmp_path):
+    family = _two_sizes()
+    config = dict(every_member=True, optimizees=4, estimator="pes", es_sigma=0.01)
+    reference = MetaTrainer(_family_config(**config), str(tmp_path / "reference"), task=family)
+    reference.train(verbose=0)
+    assert [f.experimental_get_tracing_count() for f in reference._compiled.values()] == [1]  # one step, both members
+    stopped = MetaTrainer(_family_config(meta_steps=3, checkpoint_every=3, **config), str(tmp_path / "run"), task=family)
+    stopped.train(verbose=0)  # mid-trajectory (length 4, unroll 2): the groups carry PES states
+    first, second = (batch.estimator_state.numpy() for batch in stopped.batches)
+    np.testing.assert_array_equal(first[0], -first[1])  # an antithetic pair within a group ...
+    assert np.abs(first[0]).max() > 0 and np.abs(first[0] - second[0]).max() > 0  # ... and its own draw per group
+    resumed = MetaTrainer(_family_config(**config), str(tmp_path / "run"), task=family)
+    resumed.train(verbose=0)
+    for a, b in zip(reference.rule.weights, resumed.rule.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(reference.batches, resumed.batches):
+        np.testing.assert_array_equal(a.params.numpy(), b.params.numpy())
+        np.testing.assert_array_equal(a.estimator_state.numpy(), b.estimator_state.numpy())
+    with pytest.raises(ValueError, match="splits the 2 optimizees of a meta step equally over the family's 2 members in "
+                                         "antithetic pairs: pass --optimizees as a multiple of 4"):
+        MetaTrainer(_family_config(every_member=True, optimizees=2, estimator="pes"), str(tmp_path / "x"), task=family)

@@ -160,6 +160,10 @@ class DistributionOptions:
     """What a meta step averages over; the tf.distribute strategy splits it (and is not config)."""
 
     optimizees: int = option(1, "Optimizees unrolled per meta step (the global batch, split over replicas).")
+    # Cycling, one member pulls the rule for a whole trajectory, then the next pulls it back (round 5's family arms).
+    every_member: bool = option(False, "Task family: split each meta step's optimizees equally over every member, so "
+                                "each meta-gradient averages all members (--optimizees a multiple of the family's "
+                                "size, twice it for es/pes), instead of trajectory i training member i mod n.")
 
 
 GROUPS = {"unrolling": UnrollOptions, "schedule": CurriculumOptions, "penalty": PenaltyOptions,

@@ -18,15 +18,17 @@ class ReplicaSplit:
 
     ``carries_teacher`` / ``carries_estimator_state``: whether those stacked
     tensors are non-empty (all-gathering an empty tensor crashes TF, so unused
-    ones pass through untouched).
+    ones pass through untouched).  ``first_index``: the estimator's number for
+    the batch's first optimizee (a meta step of several groups numbers them
+    across groups, so that no two draw the same perturbation).
     """
 
     def __init__(self, strategy, estimator, batch, jit_compile=False, native_kernel=False,
-                 carries_teacher=False, carries_estimator_state=False):
+                 carries_teacher=False, carries_estimator_state=False, first_index=0):
         replicas = strategy.num_replicas_in_sync
         if batch % replicas:
             raise ValueError(f"optimizees ({batch}) must be a multiple of the strategy's {replicas} replicas.")
-        self.strategy, self.estimator, self.batch = strategy, estimator, batch
+        self.strategy, self.estimator, self.batch, self.first_index = strategy, estimator, batch, first_index
         self.native_kernel = native_kernel
         self.carries_teacher, self.carries_estimator_state = carries_teacher, carries_estimator_state
         self._one = tf.function(self._one_optimizee, jit_compile=True) if jit_compile else self._one_optimizee
@@ -43,7 +45,7 @@ class ReplicaSplit:
         for b in range(local):
             i = first + b
             loss, grads, result, state = self._one(
-                problem, truncation.optimizee(i), tf.cast(i, tf.int64), noise_seed)
+                problem, truncation.optimizee(i), tf.cast(self.first_index + i, tf.int64), noise_seed)
             loss_sum += loss / self.batch
             grads = [g / self.batch for g in grads]
             grad_sum = grads if grad_sum is None else [a + g for a, g in zip(grad_sum, grads)]

@@ -3,8 +3,10 @@
 Everything a run needs to continue exactly lives in one ``tf.train.Checkpoint``
 managed by ``tf.train.CheckpointManager``: rule weights, meta-optimizer slots,
 the counters (meta step, trajectory index, optimizee step, curriculum stage,
-validation best / patience) and the current optimizee's parameters and rule
-state.  Optimizee seeds and batches are pure functions of those counters, so
+validation best / patience) and the current optimizees' parameters and rule
+state.  A family's trajectories either cycle through its members (trajectory ``i``
+trains member ``i mod n``) or, with ``every_member``, every meta step unrolls a group
+of optimizees of each member and averages their meta-gradients.  Optimizee seeds and batches are pure functions of those counters, so
 no RNG state needs saving.
 """
 
@@ -23,7 +25,8 @@ from l2o_tf import kernels, pretrained, rules, seeds, spec, tasks
 from l2o_tf.meta import estimators
 from l2o_tf.meta import unroll as unroll_lib
 from l2o_tf.meta.config import MetaTrainConfig
-from l2o_tf.meta.estimators import Problem, Truncation
+from l2o_tf.meta.estimators import Problem
+from l2o_tf.meta.optimizee_batch import OptimizeeBatch
 from l2o_tf.meta.progress import MetaTrainProgbar
 from l2o_tf.meta.replicas import ReplicaSplit
 
@@ -67,23 +70,16 @@ class MetaTrainer:
         self.consecutive_skips = counter()
         self.bad_validations = counter()
         self.best_validation = tf.Variable(math.inf, dtype=tf.float32, trainable=False)
-        batch = config.distribution.optimizees
-        # The optimizees of a meta step, stacked on a leading axis of size ``optimizees``: parameters as one
-        # flat vector each, rule (and teacher) state per coordinate.  Their coordinate axis has no fixed size,
-        # since a family's members differ in size; the current member's shapes give it meaning.
-        initial = unroll_lib.flatten(self.task.init_params(0))
-        self.params = self._stacked_variable(initial)
-        self.state = self._stacked_variable(self.rule.initial_state(self.num_coordinates(0)))
         # Optional Adam teacher whose updates the rule imitates (its state follows the optimizee).
         self.teacher = rules.Adam(learning_rate=config.imitation.imitation_lr) if config.imitation.imitation_weight > 0 else None
-        self.teacher_state = self._stacked_variable(
-            self.teacher.initial_state(self.num_coordinates(0)) if self.teacher else tf.zeros([0]))
         self.estimator = estimators.get(config.estimation.estimator, self.rule, config.estimation.es_sigma,
                                         config.maml.maml_config())
-        # PES's accumulated perturbation per optimizee (width 0 for estimators that carry nothing).
-        self.estimator_state = tf.Variable(tf.zeros([batch, self.estimator.state_size()]), trainable=False)
-        # Each optimizee's initial loss: relative_loss divides its losses by it.
-        self.loss_scale = tf.Variable(tf.ones([batch]), trainable=False)
+        self.every_member = config.distribution.every_member
+        groups = len(self.tasks) if self.every_member else 1
+        self.group_size = self._group_size(config, groups, self.estimator.antithetic)
+        # The optimizees of a meta step: one group (of the current member), or one per member with every_member.
+        self.batches = [OptimizeeBatch(self.group_size, unroll_lib.flatten(self.tasks[g].init_params(0)), self.rule,
+                                       self.teacher, self.estimator.state_size()) for g in range(groups)]
 
         self.checkpoint = tf.train.Checkpoint(
             rule_weights=list(self.rule.weights),
@@ -96,21 +92,23 @@ class MetaTrainer:
             consecutive_skips=self.consecutive_skips,
             bad_validations=self.bad_validations,
             best_validation=self.best_validation,
-            params=self.params,
-            state=self.state,
+            params=self._checkpointed("params"),
+            state=self._checkpointed("state"),
         )
         if self.teacher is not None:  # only runs with imitation carry a teacher state
-            self.checkpoint.teacher_state = self.teacher_state
+            self.checkpoint.teacher_state = self._checkpointed("teacher_state")
         if self.estimator.state_size():
-            self.checkpoint.estimator_state = self.estimator_state
+            self.checkpoint.estimator_state = self._checkpointed("estimator_state")
         if self.unroll_config.relative_loss:
-            self.checkpoint.loss_scale = self.loss_scale
+            self.checkpoint.loss_scale = self._checkpointed("loss_scale")
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=3)
         self.penalty = config.penalty.penalty()
-        self.replicas = ReplicaSplit(
-            self.strategy, self.estimator, batch, config.unrolling.jit_compile, config.unrolling.native_kernel,
+        # Each group's optimizees draw their own perturbations: the estimator numbers them across groups.
+        self.replicas = [ReplicaSplit(
+            self.strategy, self.estimator, self.group_size, config.unrolling.jit_compile, config.unrolling.native_kernel,
             carries_teacher=self.teacher is not None, carries_estimator_state=bool(self.estimator.state_size()),
-        )
+            first_index=g * self.group_size,
+        ) for g in range(groups)]
         self._problems, self._compiled = {}, {}
         self._verbose = 0
         self._run = tf.function(self._run_fn)
@@ -145,14 +143,35 @@ class MetaTrainer:
                              f"task's training data, and task {config.task!r} has no training split (only Keras-model "
                              f"tasks do).") from None
 
-    def _stacked(self, value):
-        return tf.stack([value] * self.config.distribution.optimizees)
+    @staticmethod
+    def _group_size(config, groups, antithetic):
+        """Optimizees per group: ``optimizees`` split equally over the groups (antithetic pairs kept whole)."""
+        batch = config.distribution.optimizees
+        size = batch // groups
+        if batch % groups or (antithetic and size % 2):
+            pairs = " in antithetic pairs" if antithetic else ""
+            raise ValueError(f"--every_member splits the {batch} optimizees of a meta step equally over the family's "
+                             f"{groups} members{pairs}: pass --optimizees as a multiple of {groups * (2 if antithetic else 1)}.")
+        return size
 
-    def _stacked_variable(self, value):
-        """A variable holding ``value`` for every optimizee; its axis 1 (coordinates) may change size."""
-        value = self._stacked(value)
-        shape = [value.shape[0]] + [None] * (value.shape.rank - 1) if value.shape.rank > 1 else value.shape
-        return tf.Variable(value, shape=tf.TensorShape(shape), trainable=False)
+    def _checkpointed(self, field):
+        """The groups' ``field`` variables as the checkpoint holds them: one variable for one group (as runs before
+        every_member saved it), a list for several."""
+        values = [getattr(batch, field) for batch in self.batches]
+        return values[0] if len(values) == 1 else values
+
+    @property
+    def params(self):
+        """The first group's stacked flat parameters (the only group, unless every_member)."""
+        return self.batches[0].params
+
+    @property
+    def estimator_state(self):
+        return self.batches[0].estimator_state
+
+    @property
+    def loss_scale(self):
+        return self.batches[0].loss_scale
 
     def shapes(self, member):
         """The parameter shapes of family member ``member``."""
@@ -162,13 +181,6 @@ class MetaTrainer:
 
     def num_coordinates(self, member):
         return sum(shape.num_elements() for shape in self.shapes(member))
-
-    def _stacked_params(self):
-        """The current optimizees' parameters as a list of tensors stacked on axis 0."""
-        shapes, batch = self.shapes(self.member), self.config.distribution.optimizees
-        sizes = [shape.num_elements() for shape in shapes]
-        flat = tf.ensure_shape(self.params.value(), [batch, sum(sizes)])
-        return [tf.reshape(part, [batch] + shape.as_list()) for part, shape in zip(tf.split(flat, sizes, axis=1), shapes)]
 
 
     # -- compiled pieces --------------------------------------------------------
@@ -181,52 +193,61 @@ class MetaTrainer:
                                           self.penalty if penalized else None, teacher, scored)
         return self._problems[key]
 
-    def _step_function(self, member, penalized, scored=True):
-        """The compiled meta step for family member ``member``: traced once per (member, penalized, scored).
+    def _step_function(self, members, penalized, scored=True):
+        """The compiled meta step over the groups of family members ``members`` (one int: one group): traced once
+        per (members, penalized, scored).
 
         A step whose meta-loss has no term (before ``meta_loss_trajectory_start``, no penalty or imitation) applies
         nothing: a zero gradient would still move Adam's weights by its momentum and advance its bias correction.
         """
-        key = (member, penalized, scored)
+        members = (members,) if isinstance(members, int) else tuple(members)
+        key = (members, penalized, scored)
         if key not in self._compiled:
-            problem = self._problem(member, penalized, scored)
+            problems = [self._problem(member, penalized, scored) for member in members]
 
-            def step(truncation, noise_seed):
-                grads, result, estimator_state = self.replicas.meta_gradient(problem, truncation, noise_seed)
-                if not problem.trains:
-                    return result, estimator_state, self._finite(result, grads)
-                return result, estimator_state, self._apply_if_finite(result, grads)
+            def step(truncations, noise_seed):
+                grads, results, estimator_states = self._group_gradients(problems, truncations, noise_seed)
+                finite = self._finite(results, grads)
+                if problems[0].trains:
+                    tf.cond(finite, lambda: self._apply(grads, self.rule.trainable_variables), lambda: tf.no_op())
+                return results, estimator_states, finite
 
             self._compiled[key] = tf.function(step)
         return self._compiled[key]
 
-    @staticmethod
-    def _finite(result, grads):
-        """Whether the unroll stayed finite: its meta-loss, its optimizee losses (an unscored truncation's meta-loss
-        is a constant 0 that would hide a diverged optimizee) and the meta-gradient."""
-        values = grads + [result.meta_loss, result.losses]
-        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+    def _group_gradients(self, problems, truncations, noise_seed):
+        """``(grads, results, estimator_states)``: the meta-gradient averaged over every group's optimizees (equal
+        groups: the mean of the group means), and each group's unroll results and estimator states."""
+        grads, results, states = None, [], []
+        for replicas, problem, truncation in zip(self.replicas, problems, truncations):
+            group_grads, result, state = replicas.meta_gradient(problem, truncation, noise_seed)
+            group_grads = [g / len(problems) for g in group_grads]
+            grads = group_grads if grads is None else [a + g for a, g in zip(grads, group_grads)]
+            results.append(result)
+            states.append(state)
+        return grads, results, states
 
-    def _apply_if_finite(self, result, grads):
-        finite = self._finite(result, grads)
-        tf.cond(finite, lambda: self._apply(grads, self.rule.trainable_variables), lambda: tf.no_op())
-        return finite
+    @staticmethod
+    def _finite(results, grads):
+        """Whether the unrolls stayed finite: their meta-losses, their optimizee losses (an unscored truncation's
+        meta-loss is a constant 0 that would hide a diverged optimizee) and the meta-gradient."""
+        values = grads + [v for result in results for v in (result.meta_loss, result.losses)]
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
 
     def _apply(self, grads, variables):
         self.meta_optimizer.apply_gradients(zip(grads, variables))
         return tf.no_op()
 
+    def _members(self):
+        """The family member of each group this meta step: member ``trajectory mod n``, or every member."""
+        return tuple(range(len(self.tasks))) if self.every_member else (self.member,)
+
     def _step_args(self):
-        """The current batch as a stacked :class:`Truncation`, and this meta step's noise seed."""
-        n, batch = self.num_coordinates(self.member), self.config.distribution.optimizees
-        state = tf.ensure_shape(self.state.value(), [batch, n, self.rule.state_size])
-        teacher_state = self.teacher_state.value()
-        if self.teacher is not None:
-            teacher_state = tf.ensure_shape(teacher_state, [batch, n, self.teacher.state_size])
-        truncation = Truncation(self._stacked_params(), state, teacher_state,
-                                self.estimator_state.value(), self.loss_scale.value(),
-                                tf.constant(self._seeds(), tf.int64), self.optimizee_step.value())
-        return truncation, tf.constant(seeds.estimator_noise(self.config.seed, int(self.meta_step)), tf.int64)
+        """The current groups as stacked :class:`Truncation` s, and this meta step's noise seed."""
+        optimizee_seeds, size, step = self._seeds(), self.group_size, self.optimizee_step.value()
+        truncations = [batch.truncation(self.shapes(member), optimizee_seeds[g * size:(g + 1) * size], step)
+                       for g, (batch, member) in enumerate(zip(self.batches, self._members()))]
+        return truncations, tf.constant(seeds.estimator_noise(self.config.seed, int(self.meta_step)), tf.int64)
 
     def meta_gradient(self):
         """``(meta_loss, grads)`` of the next meta step, averaged over the batch; applies nothing.
@@ -234,9 +255,9 @@ class MetaTrainer:
         For checks: it is the all-reduced meta-gradient the next ``train``
         step would apply (before clipping).
         """
-        problem = self._problem(self.member, self._penalized(), self._scored())
-        grads, result, _ = tf.function(lambda *args: self.replicas.meta_gradient(problem, *args))(*self._step_args())
-        return result.meta_loss, grads
+        problems = [self._problem(member, self._penalized(), self._scored()) for member in self._members()]
+        grads, results, _ = tf.function(lambda *args: self._group_gradients(problems, *args))(*self._step_args())
+        return tf.reduce_mean([result.meta_loss for result in results]), grads
 
     def _run_fn(self, task, params, state, seed, num_steps):
         with kernels.native(self.config.unrolling.native_kernel):
@@ -271,17 +292,10 @@ class MetaTrainer:
         return [seeds.training_optimizee(self.config.seed, first + (b - b % 2 if paired else b)) for b in range(batch)]
 
     def _new_optimizee(self):
-        member, optimizee_seeds = self.member, self._seeds()
-        task, n = self.tasks[member], self.num_coordinates(member)
-        inits = [task.init_params(seed) for seed in optimizee_seeds]
-        self.params.assign(tf.stack([unroll_lib.flatten(init) for init in inits]))
-        self.state.assign(self._stacked(self.rule.initial_state(n)))
-        if self.teacher is not None:
-            self.teacher_state.assign(self._stacked(self.teacher.initial_state(n)))
-        self.estimator_state.assign(tf.zeros_like(self.estimator_state))
-        if self.unroll_config.relative_loss:
-            self.loss_scale.assign([float(task.loss(init, task.train_batch(seed, 0)))
-                                    for init, seed in zip(inits, optimizee_seeds)])
+        """Fresh optimizees for the trajectory ``trajectory_index`` starts: each group's from its member."""
+        optimizee_seeds, size = self._seeds(), self.group_size
+        for g, (batch, member) in enumerate(zip(self.batches, self._members())):
+            batch.reset(self.tasks[member], optimizee_seeds[g * size:(g + 1) * size], self.unroll_config.relative_loss)
         self.optimizee_step.assign(0)
 
     def _saved_config(self):
@@ -422,20 +436,19 @@ class MetaTrainer:
         self._say(f"Meta-training from meta step {start_step} to {self.config.meta_steps} (the first step traces "
                   "and compiles the unroll) ...")
         while int(self.meta_step) < self.config.meta_steps:
-            penalized, scored = self._penalized(), self._scored()
-            train_step = self._step_function(self.member, penalized, scored)
-            trains = self._problem(self.member, penalized, scored).trains
-            result, estimator_state, finite = train_step(*self._step_args())
-            meta_loss = result.meta_loss
-            losses = tf.reduce_mean(result.losses, axis=0)  # mean over the batch of optimizees
+            penalized, scored, members = self._penalized(), self._scored(), self._members()
+            train_step = self._step_function(members, penalized, scored)
+            trains = self._problem(members[0], penalized, scored).trains
+            results, estimator_states, finite = train_step(*self._step_args())
+            meta_loss = tf.reduce_mean([result.meta_loss for result in results])  # equal groups: the batch mean
+            # mean over the batch of optimizees
+            losses = tf.reduce_mean(tf.concat([result.losses for result in results], axis=0), axis=0)
+            penalty = tf.reduce_mean(tf.concat([result.penalty for result in results], axis=0))
             self.meta_step.assign_add(1)
             if bool(finite):
                 self.consecutive_skips.assign(0)
-                batch = self.config.distribution.optimizees
-                self.params.assign(tf.concat([tf.reshape(p, [batch, -1]) for p in result.params], axis=1))
-                self.state.assign(result.state)
-                self.teacher_state.assign(result.teacher_state)
-                self.estimator_state.assign(estimator_state)
+                for batch, result, estimator_state in zip(self.batches, results, estimator_states):
+                    batch.carry(result, estimator_state)
                 self.optimizee_step.assign_add(self.config.unrolling.unroll)
                 if int(self.optimizee_step) >= self.trajectory_length:
                     self.trajectory_index.assign_add(1)
@@ -457,7 +470,7 @@ class MetaTrainer:
             values.append(("loss", float(losses[-1])))
             counters = [("trajectory", self.trajectory_length), ("skipped", int(self.skips))]
             if penalized:
-                values.append(("penalty", float(tf.reduce_mean(result.penalty))))
+                values.append(("penalty", float(penalty)))
             with writer.as_default(step=step):
                 if trains:
                     tf.summary.scalar("meta_loss", meta_loss)
@@ -465,7 +478,7 @@ class MetaTrainer:
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))
                 if penalized:
-                    tf.summary.scalar(f"penalty/{self.config.penalty.regularizer}", tf.reduce_mean(result.penalty))
+                    tf.summary.scalar(f"penalty/{self.config.penalty.regularizer}", penalty)
             if step % self.config.schedule.validate_every == 0:
                 value = self.validate()
                 self._after_validation(value)

@@ -18,7 +18,8 @@
 # the fine-tunes started from at2100:lr=0.25 (meta_train.sh START=scaled; their scale 1 is the start's 0.25), written
 # to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in; the *_end_hi groups
 # (scored over the trajectory's second half) and their *_end_xl continuations likewise to results/flatness_round5_end/
-# (evaluate them with SCALES), as are the *_end_family_hi and *_end_log_family_hi arms (meta-trained on a family of MLPs).
+# (evaluate them with SCALES), as are the *_end_family_hi, *_end_log_family_hi and *_every_family_hi arms (meta-trained
+# on a family of MLPs).
 # GROUP general-ARM_best evaluates each meta-seed's validation-best rule (RUN/best: the trainer's export since the
 # twelfth stop; results/flatness_round5_end/export_best.py for earlier runs).
 set -euo pipefail
@@ -45,7 +46,7 @@ if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
   SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
   DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;;
-    *_end_hi|*_end_xl|*_end_family_hi|*_end_log_family_hi|*_end_log_family_hi_best) DIR=results/flatness_round5_end ;; esac
+    *_end_hi|*_end_xl|*_end_family_hi|*_end_log_family_hi|*_end_log_family_hi_best|*_every_family_hi|*_every_family_hi_best) DIR=results/flatness_round5_end ;; esac
   SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
   mkdir -p $DIR
 fi

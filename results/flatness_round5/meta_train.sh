@@ -21,6 +21,10 @@
 # The *_log_family_hi arm is that arm with --log_loss: each member's meta-loss on a log scale, so a member contributes its
 # relative progress and one whose loss sits high (the ELU MLP, ~6x the others) no longer drives the meta-gradient;
 # its *_xl twin continues it to 3,600 meta steps as the single-task *_xl arm does.
+# The *_every_family_hi arm is the log-loss family arm with --every_member: each meta step's 8 PES particles are one
+# antithetic pair per member, so every meta-gradient averages the four MLPs instead of one member pulling the rule for
+# a whole trajectory; it validates every 100 meta steps on one held-out optimizee per member (RUN/best keeps the rule
+# at the best validation). Its *_xl twin continues it to 3,600 meta steps.
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
@@ -49,6 +53,9 @@ case $ARM_RULE in
     --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide" ;;
   validation_end_log_family_hi|validation_end_log_family_xl) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=500
     --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide --log_loss" ;;
+  validation_end_every_family_hi|validation_end_every_family_xl) X="--meta_objective=validation --validation_examples=5000
+    --meta_loss_trajectory_start=500 --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide --log_loss
+    --every_member --validation_seeds=4 --validate_every=100" ;;
   vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;
