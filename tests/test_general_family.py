@@ -242,6 +242,16 @@ def test_every_member_under_pes_draws_per_group_perturbations_and_resumes_exactl
     resumed.train(verbose=0)
     for a, b in zip(reference.rule.weights, resumed.rule.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # TensorBoard has each member's meta-loss every step and its validation (one held-out seed each) every 3.
+    tags = {}
+    for path in (tmp_path / "reference" / "tensorboard").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    for member in ("member0_" + reference.tasks[0].name, "member1_user_regression"):
+        assert tags[f"meta_loss/{member}"] == tags["meta_loss"] and tags[f"validation/{member}"] == [3, 6], tags
+    mean = np.mean(list(reference.validation_by_member.values()))
+    assert reference.validate() == pytest.approx(mean, rel=1e-6)
     for a, b in zip(reference.batches, resumed.batches):
         np.testing.assert_array_equal(a.params.numpy(), b.params.numpy())
         np.testing.assert_array_equal(a.estimator_state.numpy(), b.estimator_state.numpy())

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import os
+import re
 import time
 
 import keras
@@ -110,6 +111,7 @@ class MetaTrainer:
             first_index=g * self.group_size,
         ) for g in range(groups)]
         self._problems, self._compiled = {}, {}
+        self.validation_by_member = {}  # the last validation's mean per family member (TensorBoard)
         self._verbose = 0
         self._run = tf.function(self._run_fn)
         if config.unrolling.native_kernel:
@@ -374,7 +376,7 @@ class MetaTrainer:
         """Mean loss over the current trajectory length on held-out optimizee seeds, scored as the meta-loss
         scores it (the validation split mixed in by ``meta_objective``, relative to the initial loss with
         ``relative_loss``, its log with ``log_loss``), from ``meta_loss_trajectory_start`` on."""
-        values = []
+        values, by_member = [], {}
         for i in range(self.config.schedule.validation_seeds):
             seed, member = seeds.VALIDATION + i, i % len(self.tasks)  # a family: its members in turn
             _, _, losses = self._run(
@@ -386,6 +388,8 @@ class MetaTrainer:
             )
             start = self.config.unrolling.meta_loss_trajectory_start
             values.append(float(tf.reduce_mean(self.unroll_config.scored(losses[start:], losses[0]))))
+            by_member.setdefault(member, []).append(values[-1])
+        self.validation_by_member = {member: float(np.mean(v)) for member, v in by_member.items()}
         return float(np.mean(values))
 
     def _after_validation(self, value):
@@ -474,6 +478,9 @@ class MetaTrainer:
             with writer.as_default(step=step):
                 if trains:
                     tf.summary.scalar("meta_loss", meta_loss)
+                    if len(self.tasks) > 1:  # which member moves, or breaks, the rule
+                        for member, result in zip(members, results):
+                            tf.summary.scalar(f"meta_loss/{self._member_tag(member)}", result.meta_loss)
                 tf.summary.scalar("optimizee/loss", losses[-1])
                 tf.summary.scalar("curriculum/trajectory_length", self.trajectory_length)
                 tf.summary.scalar("skipped_unrolls", int(self.skips))
@@ -485,6 +492,9 @@ class MetaTrainer:
                 values.append(("validation", value))
                 with writer.as_default(step=step):
                     tf.summary.scalar("validation/mean_loss", value)
+                    if len(self.tasks) > 1:
+                        for member, member_value in self.validation_by_member.items():
+                            tf.summary.scalar(f"validation/{self._member_tag(member)}", member_value)
             progress.update(step, values, counters)
             if step % self.config.checkpoint_every == 0 or step == self.config.meta_steps:
                 self.save()
@@ -492,6 +502,10 @@ class MetaTrainer:
         elapsed = time.time() - start_time
         self._say(f"Meta-trained {int(self.meta_step) - start_step} steps in {elapsed:.1f} s.")
         return self.rule
+
+    def _member_tag(self, member):
+        """A TensorBoard tag for family member ``member``: its index and name."""
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"member{member}_{self.tasks[member].name}")
 
     def _save_best(self, value):
         """The rule at the best validation of the current trajectory length, for ``l2o_tf.pretrained.load(out_dir +
