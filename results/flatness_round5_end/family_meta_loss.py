@@ -10,6 +10,13 @@ step t (from 1) is on member ((t - 1) // 50) mod 4 (no run skipped an unroll, wh
 Only scored truncations (optimizee steps 500-1,000) log a meta-loss: each is the held-out-split loss there. A run
 meta-trained with --log_loss logs the mean of log losses; its members' figures are exp of that mean (a geometric
 mean of the held-out loss, in the loss's units, at most the arithmetic mean the other arm logs).
+
+A run meta-trained with --every_member unrolls every member in every meta step and logs each one's meta-loss as
+meta_loss/memberI_NAME, and each one's validation (every 100 meta steps) as validation/memberI_NAME; runs trained
+before that logging (c4dd4d9: the every-member arm's meta-seeds 0 and 1) are reported as not logged.
+
+    python results/flatness_round5_end/family_meta_loss.py general-pes_validation_end_every_family_hi \
+        > results/flatness_round5_end/every_family_meta_loss.json
 """
 
 import collections
@@ -28,23 +35,33 @@ out = {"arm": ARM}
 for seed in range(6):
     run = f"runs/round5/{ARM}-s{seed}"
     with open(f"{run}/config.json") as f:
-        log_loss = json.load(f)["unrolling"]["log_loss"]
+        config = json.load(f)
+    log_loss, every_member = config["unrolling"]["log_loss"], config["distribution"].get("every_member", False)
     (events,) = glob.glob(f"{run}/tensorboard/events.*")
-    values = collections.defaultdict(list)
+    values, validation = collections.defaultdict(list), collections.defaultdict(dict)
     for event in tf.compat.v1.train.summary_iterator(events):
         for value in event.summary.value:
-            if value.tag == "meta_loss":
-                member = MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)]
+            tag = value.tag.split("/")
+            if tag[0] == "validation" and tag[1].startswith("member"):
+                validation[tag[1].split("_", 1)[1]][event.step] = float(tf.make_ndarray(value.tensor))
+            if tag[0] == "meta_loss" and (len(tag) == 2) == every_member:
+                member = (tag[1].split("_", 1)[1] if every_member
+                          else MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)])
                 half = "first_half" if event.step <= META_STEPS // 2 else "second_half"
                 loss = float(tf.make_ndarray(value.tensor))
                 values[(member, half)].append(loss)
                 values[(member, (event.step - 1) // BLOCK)].append(loss)
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     unlog = math.exp if log_loss else (lambda x: x)
+    if not values:
+        out[f"s{seed}"] = "not logged: trained before per-member logging"
+        continue
     out[f"s{seed}"] = {m: {h: round(unlog(mean(values[(m, h)])), 3) for h in ("first_half", "second_half")}
                        for m in MEMBERS}
     for m in MEMBERS:  # meta steps 1-200, 201-400, ...: where along meta-training each member's loss moved
         out[f"s{seed}"][m]["per_200_meta_steps"] = [round(unlog(mean(values[(m, b)])), 3)
                                                     for b in range(META_STEPS // BLOCK)]
+        if m in validation:  # the trainer's validation on the member's held-out optimizee, per 100 meta steps
+            out[f"s{seed}"][m]["validation"] = {step: round(unlog(v), 3) for step, v in sorted(validation[m].items())}
     out[f"s{seed}"]["statistic"] = "exp(mean log loss)" if log_loss else "mean loss"
 print(json.dumps(out, indent=1))
