@@ -10,10 +10,6 @@
 # Since the twelfth stop also the log-loss family arm (general-pes_validation_end_log_family_hi: the family arm with
 # --log_loss) and the same runs' validation-best rules (RUN/best, meta step 1,000: validation_end_log_family_best);
 # against the family arm: --baseline=validation_end_family --output=results/flatness_round5_end_log_family_vs_family.json.
-# Since the thirteenth stop also the every-member family arm (general-pes_validation_end_every_family_hi: the log-loss
-# family arm with --every_member, validated every 100 meta steps on every member) and its validation-best rules
-# (validation_end_every_family_best); against the log-loss family arm: --baseline=validation_end_log_family
-# --output=results/flatness_round5_end_every_family_vs_log_family.json.
 # Usage: bash results/flatness_round5_end/summarise_xl.sh [extra train.generalization_summary flags]
 set -euo pipefail
 L=""
@@ -23,16 +19,13 @@ for s in 0 1 2 3 4 5; do
   L=$L,runs/round5/general-pes_validation_end_family_hi-s$s=validation_end_family
   L=$L,runs/round5/general-pes_validation_end_log_family_hi-s$s=validation_end_log_family
   L=$L,runs/round5/general-pes_validation_end_log_family_hi-s$s/best=validation_end_log_family_best
-  L=$L,runs/round5/general-pes_validation_end_every_family_hi-s$s=validation_end_every_family
-  L=$L,runs/round5/general-pes_validation_end_every_family_hi-s$s/best=validation_end_every_family_best
 done
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
   IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
   IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
-  IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl,family_hi,log_family_hi,log_family_hi_best}_${t}_s*.json \
-    results/flatness_round5_end/general-pes_validation_end_every_family_hi{,_best}_${t}_s*.json 2>/dev/null | paste -sd,)
+  IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl,family_hi,log_family_hi,log_family_hi_best}_${t}_s*.json | paste -sd,)
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="${L#,}" --baseline=vanilla \
   --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end_xl.json "$@"
