@@ -13,22 +13,30 @@
 set -euo pipefail
 WHICH=${1:-final}; shift || true
 case $WHICH in final|selected) ;; *) echo "WHICH must be final or selected, got $WHICH" >&2; exit 2 ;; esac
-L=""
+L=""; BEST=""
 for s in 0 1 2 3 4 5; do
   L=$L,runs/round5/general-pes_vanilla_hi-s$s=vanilla,runs/round5/general-pes_validation_end_hi-s$s=validation_end
   L=$L,runs/round5/general-pes_validation_end_xl-s$s=validation_end_xl
   L=$L,runs/round5/general-pes_validation_end_log_family_hi-s$s=validation_end_log_family
   RUN=runs/round5/general-pes_validation_end_every_family_hi-s$s
-  if [ $WHICH = selected ] && ! grep -q '"meta_step": 1200,' $RUN/best/training.json; then RUN=$RUN/best; fi
+  if [ $WHICH = selected ] && ! grep -q '"meta_step": 1200,' $RUN/best/training.json; then RUN=$RUN/best; BEST="$BEST $s"; fi
   L=$L,$RUN=validation_end_every_family_$WHICH
 done
 IN=""
+shopt -s nullglob
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
   IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
   IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl,log_family_hi}_${t}_s*.json | paste -sd,)
-  IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_every_family_hi{,_best}_${t}_s*.json | paste -sd,)
+  # Only labelled rules' files: an unlabelled learned spec would join the table as a tuned baseline. The final rules
+  # of the runs whose selected rule is RUN/best are left out, and RUN/best's files are read for those runs alone.
+  every=()
+  for s in 0 1 2 3 4 5; do
+    case " $BEST " in *" $s "*) every+=(results/flatness_round5_end/general-pes_validation_end_every_family_hi_best_${t}_s${s}_*.json) ;;
+      *) every+=(results/flatness_round5_end/general-pes_validation_end_every_family_hi_${t}_s${s}_*.json) ;; esac
+  done
+  IN=$IN,$(IFS=,; echo "${every[*]}")
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="${L#,}" --baseline=vanilla \
   --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end_every_family_$WHICH.json "$@"
