@@ -2,7 +2,7 @@
 
     python results/flatness_round5_end/grid_edge.py results/flatness_round5_end/general-pes_validation_end_every_family_hi_*_s?_lr*.json
 
-Prints ``TASK SEED SCALE`` per (task, meta-seed) whose validation-best scale (validation accuracy at step 1,000, as
+Prints ``TASK SEED SCALE`` (``TASK SEED SCALE best`` for a run's RUN/best rule) per (task, rule) whose validation-best scale (validation accuracy at step 1,000, as
 train.generalization_summary --tune_step_scale chooses) is the smallest or largest of the scales evaluated across the
 files, so that a run of evaluate.sh at SCALE extends the grid; nothing when every choice is interior.
 """
@@ -12,16 +12,14 @@ import json
 import re
 import sys
 
-scales = collections.defaultdict(dict)  # (task, seed) -> {scale: validation accuracy}
+scales = collections.defaultdict(dict)  # (task, seed, "best" or "") -> {scale: validation accuracy}
 for path in sys.argv[1:]:
     with open(path) as f:
         result = json.load(f)
     for spec, run in result["optimizers"].items():
-        seed, scale = re.search(r"-s(\d+)(?:/best)?:lr=([0-9.]+)$", spec).groups()
-        scales[(result["task"], int(seed))][float(scale)] = run["at_step"]["1000"]["validation_accuracy"]["mean"]
-for (task, seed), accuracy in sorted(scales.items()):
+        seed, best, scale = re.search(r"-s(\d+)(/best)?:lr=([0-9.]+)$", spec).groups()
+        scales[(result["task"], int(seed), "best" if best else "")][float(scale)] = run["at_step"]["1000"]["validation_accuracy"]["mean"]
+for (task, seed, best), accuracy in sorted(scales.items()):
     chosen = max(accuracy, key=accuracy.get)
-    if chosen == min(accuracy):
-        print(task, seed, f"{chosen / 2:g}")
-    elif chosen == max(accuracy):
-        print(task, seed, f"{chosen * 2:g}")
+    if chosen in (min(accuracy), max(accuracy)):
+        print(task, seed, f"{chosen / 2 if chosen == min(accuracy) else chosen * 2:g}", best)
