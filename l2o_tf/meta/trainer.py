@@ -4,10 +4,11 @@ Everything a run needs to continue exactly lives in one ``tf.train.Checkpoint``
 managed by ``tf.train.CheckpointManager``: rule weights, meta-optimizer slots,
 the counters (meta step, trajectory index, optimizee step, curriculum stage,
 validation best / patience) and the current optimizees' parameters and rule
-state.  A family's trajectories either cycle through its members (trajectory ``i``
-trains member ``i mod n``) or, with ``every_member``, every meta step unrolls a group
-of optimizees of each member and averages their meta-gradients.  Optimizee seeds and batches are pure functions of those counters, so
-no RNG state needs saving.
+state.  Optimizee seeds and batches are pure functions of those counters, so
+no RNG state needs saving.  A family's trajectories either cycle through its
+members (trajectory ``i`` trains member ``i mod n``) or, with ``every_member``,
+every meta step unrolls a group of optimizees of each member and averages their
+meta-gradients.
 """
 
 import copy
@@ -244,11 +245,18 @@ class MetaTrainer:
         """The family member of each group this meta step: member ``trajectory mod n``, or every member."""
         return tuple(range(len(self.tasks))) if self.every_member else (self.member,)
 
+    def _groups(self):
+        """``(batch, member, optimizee seeds)`` of each group this meta step: the batch's seeds are its slice of
+        :meth:`_seeds`, so a group's optimizees are the ones the cycling trainer would draw at those indices."""
+        optimizee_seeds, size = self._seeds(), self.group_size
+        return [(batch, member, optimizee_seeds[g * size:(g + 1) * size])
+                for g, (batch, member) in enumerate(zip(self.batches, self._members()))]
+
     def _step_args(self):
         """The current groups as stacked :class:`Truncation` s, and this meta step's noise seed."""
-        optimizee_seeds, size, step = self._seeds(), self.group_size, self.optimizee_step.value()
-        truncations = [batch.truncation(self.shapes(member), optimizee_seeds[g * size:(g + 1) * size], step)
-                       for g, (batch, member) in enumerate(zip(self.batches, self._members()))]
+        step = self.optimizee_step.value()
+        truncations = [batch.truncation(self.shapes(member), group_seeds, step)
+                       for batch, member, group_seeds in self._groups()]
         return truncations, tf.constant(seeds.estimator_noise(self.config.seed, int(self.meta_step)), tf.int64)
 
     def meta_gradient(self):
@@ -295,9 +303,8 @@ class MetaTrainer:
 
     def _new_optimizee(self):
         """Fresh optimizees for the trajectory ``trajectory_index`` starts: each group's from its member."""
-        optimizee_seeds, size = self._seeds(), self.group_size
-        for g, (batch, member) in enumerate(zip(self.batches, self._members())):
-            batch.reset(self.tasks[member], optimizee_seeds[g * size:(g + 1) * size], self.unroll_config.relative_loss)
+        for batch, member, group_seeds in self._groups():
+            batch.reset(self.tasks[member], group_seeds, self.unroll_config.relative_loss)
         self.optimizee_step.assign(0)
 
     def _saved_config(self):

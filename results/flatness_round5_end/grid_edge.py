@@ -2,9 +2,10 @@
 
     python results/flatness_round5_end/grid_edge.py results/flatness_round5_end/general-pes_validation_end_every_family_hi_*_s?_lr*.json
 
-Prints ``TASK SEED SCALE`` (``TASK SEED SCALE best`` for a run's RUN/best rule) per (task, rule) whose validation-best scale (validation accuracy at step 1,000, as
-train.generalization_summary --tune_step_scale chooses) is the smallest or largest of the scales evaluated across the
-files, so that a run of evaluate.sh at SCALE extends the grid; nothing when every choice is interior.
+Prints ``TASK SEED SCALE`` (``TASK SEED SCALE best`` for a run's RUN/best rule) per (task, rule) whose
+validation-best scale (validation accuracy at step 1,000, as train.generalization_summary --tune_step_scale chooses)
+is the smallest or largest of the scales evaluated across the files, so that a run of evaluate.sh at SCALE extends
+the grid; nothing when every choice is interior.
 """
 
 import collections
@@ -18,7 +19,8 @@ for path in sys.argv[1:]:
         result = json.load(f)
     for spec, run in result["optimizers"].items():
         seed, best, scale = re.search(r"-s(\d+)(/best)?:lr=([0-9.]+)$", spec).groups()
-        scales[(result["task"], int(seed), "best" if best else "")][float(scale)] = run["at_step"]["1000"]["validation_accuracy"]["mean"]
+        accuracy = run["at_step"]["1000"]["validation_accuracy"]["mean"]
+        scales[(result["task"], int(seed), "best" if best else "")][float(scale)] = accuracy
 for (task, seed, best), accuracy in sorted(scales.items()):
     chosen = max(accuracy, key=accuracy.get)
     if chosen in (min(accuracy), max(accuracy)):
