@@ -228,6 +228,42 @@ def test_hierarchical_context_is_one_state_per_tensor_and_changes_the_step():
         rules.AdafacMLP(momentum_decays=(0.9,))
 
 
+def test_hierarchical_warm_started_from_adafac_mlp_begins_as_its_update_and_meta_trains_the_context(tmp_path):
+    """--init_from a trained AdafacMLP into --rule=hierarchical: the same updates over several steps (the context
+    rows start at zero), then meta-training moves those rows; a different MLP config is refused by name."""
+    source = rules.AdafacMLP(seed=3, step_mult=0.01)
+    for i, weight in enumerate(source.weights):  # as if trained: every weight, biases too, off its initialisation
+        weight.assign(weight + 0.05 * tf.random.stateless_normal(weight.shape, (3, i)))
+    rule = rules.Hierarchical(seed=9, hidden_size=4, step_mult=0.01, context_hidden=4)
+    rule.warm_start_from(source)
+    layout = Layout(((3, 4), (6,)))
+    state, source_state = rule.initial_state(18), source.initial_state(18)
+    params = tf.constant(_values([(18,)], 1)[0])
+    for step in range(4):
+        grads = tf.constant(_values([(18,)], step + 2)[0])
+        mine, state = rule(grads, params, state, tf.constant(step, tf.int64), layout=layout)
+        theirs, source_state = source(grads, params, source_state, tf.constant(step, tf.int64), layout=layout)
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-9)
+        assert np.abs(state.numpy()[:, -4:]).max() > 1e-4  # the context runs; its rows just start silent
+        params += mine
+    with pytest.raises(ValueError, match="hidden_size"):
+        rules.Hierarchical(hidden_size=8, step_mult=0.01).warm_start_from(source)
+
+    rules_dir = tmp_path / "source"
+    l2o_tf.pretrained.save_rule(source, str(rules_dir))
+    config = MetaTrainConfig.from_flat(task="quadratic", task_kwargs={"batch_size": 4, "dim": 5}, rule="hierarchical",
+                                       rule_kwargs={"hidden_size": 4, "step_mult": 0.01, "context_hidden": 4}, unroll=5, curriculum=(10,),
+                                       meta_steps=3, meta_lr=1e-2, validate_every=1000, checkpoint_every=1000,
+                                       init_from=str(rules_dir))
+    trainer = MetaTrainer(config, str(tmp_path / "run"))
+    trainer.train(verbose=0)
+    first = trainer.rule.kernels[0].numpy()
+    assert np.abs(first[-4:]).max() > 0  # meta-training grows the context from zero
+    np.testing.assert_allclose(first[:-4], source.kernels[0].numpy(), atol=0.05)  # 3 small steps from the source
+    fresh = rules.Hierarchical(seed=9, hidden_size=4, context_hidden=4).kernels[0].numpy()[:-4]
+    assert np.abs(fresh - source.kernels[0].numpy()).max() > 0.2  # not where its own seed starts
+
+
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_meta_training(name, tmp_path):
     config = MetaTrainConfig.from_flat(task="quadratic", task_kwargs={"batch_size": 4, "dim": 5}, rule=name,

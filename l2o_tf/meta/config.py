@@ -187,7 +187,8 @@ class MetaTrainConfig:
     seed: int = option(0, "Run seed: rule initialisation and optimizee seeds.")
     init_from: str = option("", "Start the rule's weights from a trained optimizer (a pretrained name or an out_dir; "
                             "NAME:lr=X with its step scaled by X) instead of the seed's initialisation; its rule must "
-                            "be the one --rule and --rule_kwargs build.  Fine-tuning studies start every arm from the "
+                            "be the one --rule and --rule_kwargs build (or, for --rule=hierarchical, an AdafacMLP "
+                            "of the same MLP config, grown with a silent context).  Fine-tuning studies start every arm from the "
                             "same weights this way.")
     meta_steps: int = option(1000, "Total meta steps (truncations).")
     meta_lr: float = option(1e-3, "Adam learning rate of the meta-optimizer.")

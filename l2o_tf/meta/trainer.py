@@ -369,14 +369,10 @@ class MetaTrainer:
     def _warm_start(self, name_or_dir):
         """Copy a trained rule's weights into this run's rule (a fresh run only: a resume restores its own)."""
         source = spec.rule_from_spec(name_or_dir)  # a spec such as out_dir:lr=0.25 starts from a rescaled step
-        mine = {k: v for k, v in self.rule.get_config().items() if k not in ("seed", "name")}
-        theirs = {k: v for k, v in source.get_config().items() if k not in ("seed", "name")}
-        if mine != theirs:
-            different = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ValueError(f"--init_from={name_or_dir}: its rule differs from --rule/--rule_kwargs in "
-                             f"{', '.join(different)} ({theirs}); pass the same rule and kwargs.")
-        for weight, value in zip(self.rule.weights, source.weights):
-            weight.assign(value)
+        try:
+            self.rule.warm_start_from(source)
+        except ValueError as error:
+            raise ValueError(f"--init_from={name_or_dir}: {error}") from None
         self._say(f"Rule weights initialised from {name_or_dir}.")
 
     def validate(self):

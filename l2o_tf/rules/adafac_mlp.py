@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2o_tf import kernels, seeds
-from l2o_tf.rules.base import UpdateRule
+from l2o_tf.rules.base import UpdateRule, require_same_config
 from l2o_tf.rules.baselines import adam_step, adam_step_size
 from l2o_tf.rules.layout import Layout
 
@@ -183,6 +183,18 @@ class AdafacMLP(UpdateRule):
         if len(steps) == 1:
             return steps[0]
         return tf.concat([u for u, _ in steps], axis=0), tf.concat([s for _, s in steps], axis=0)
+
+    def warm_start_from(self, source):
+        """Also start from a trained AdafacMLP of the same config: its weights are copied and the first kernel's
+        context rows start at zero, so this rule begins as that rule's exact update (up to float rounding) and
+        meta-training grows the per-tensor context from there; the GRU keeps its own initialisation."""
+        if type(source) is not AdafacMLP:
+            return super().warm_start_from(source)
+        require_same_config(self, source, ignore=("context_hidden",))
+        for weight, value in zip(self.kernels + self.biases, source.kernels + source.biases):
+            if weight is self.kernels[0]:
+                value = tf.concat([value, tf.zeros([self.context_size, value.shape[1]], value.dtype)], axis=0)
+            weight.assign(value)
 
     def context(self, features, context_state, layout):
         """A subclass's extra inputs and their new state; none here."""

@@ -73,6 +73,13 @@ class UpdateRule(keras.layers.Layer):
     def call(self, grads, params, state, step):
         raise NotImplementedError
 
+    def warm_start_from(self, source):
+        """Copy the weights of ``source``, a trained rule of the same config (``--init_from``); a ValueError names
+        what differs."""
+        require_same_config(self, source)
+        for weight, value in zip(self.weights, source.weights):
+            weight.assign(value)
+
     def weight_initializer(self, index):
         """Glorot-uniform initializer seeded from the rule seed and a per-weight index."""
         return keras.initializers.GlorotUniform(seed=seeds.rule_weight(self.seed, index))
@@ -87,6 +94,17 @@ class UpdateRule(keras.layers.Layer):
         config.update({field: getattr(self, field) for field, default in self.OPTIONAL_CONFIG_FIELDS.items()
                        if getattr(self, field) != default})
         return config
+
+
+def require_same_config(rule, source, ignore=()):
+    """Raise a ValueError naming the config fields (beyond seed, name and ``ignore``) where the two rules differ."""
+    skip = {"seed", "name", *ignore}
+    mine = {k: v for k, v in rule.get_config().items() if k not in skip}
+    theirs = {k: v for k, v in source.get_config().items() if k not in skip}
+    if mine != theirs:
+        different = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"its rule differs from --rule/--rule_kwargs in {', '.join(different)} ({theirs}); "
+                         "pass the same rule and kwargs.")
 
 
 def apply_rule(rule, grads, params, state, step, layout, call=None):

@@ -19,7 +19,7 @@
 # to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in; the *_end_hi groups
 # (scored over the trajectory's second half) and their *_end_xl continuations likewise to results/flatness_round5_end/
 # (evaluate them with SCALES), as are the *_end_family_hi, *_end_log_family_hi and *_every_family_hi arms (meta-trained
-# on a family of MLPs).
+# on a family of MLPs) and the *_every_family_xl continuation.
 # GROUP general-ARM_best evaluates each meta-seed's validation-best rule (RUN/best: the trainer's export since the
 # twelfth stop; results/flatness_round5_end/export_best.py for earlier runs).
 set -euo pipefail
@@ -30,7 +30,7 @@ OUT=results/flatness_round5/${GROUP}_${TASK}.json
 [ "$SEEDS" != 0,1,2 ] && OUT=results/flatness_round5_more/${GROUP}_${TASK}.json && mkdir -p results/flatness_round5_more
 case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
                       OUT=$DIR/${GROUP}_${TASK}.json && mkdir -p $DIR ;;
-  *_hi|*_xl|*_hi_best) DIR=results/flatness_round5_hi; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
+  *_hi|*_xl|*_hi_best|*_xl_best) DIR=results/flatness_round5_hi; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
         OUT=$DIR/${GROUP}_${TASK}.json REPORT=--report_at=100,200,300,500,1000 && mkdir -p $DIR ;; esac
 case $GROUP in
   adam|adam_hi) SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;  # adam_hi: with the earlier steps
@@ -38,15 +38,15 @@ case $GROUP in
               mkdir -p results/flatness_round5_scaled ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
-  general-*_best) SPECS=$(printf "$R/${GROUP%_best}-s%s/best," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # validation-best rules
-  general-*|scaled-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
+  general-*_best|hierarchical-*_best) SPECS=$(printf "$R/${GROUP%_best}-s%s/best," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # validation-best rules
+  general-*|hierarchical-*|scaled-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
   *)          SPECS=$(printf "$R/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
 esac
 if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
   SUFFIX=_lr${SCALES//,/_}; [ "$SCALES" = 0.125,0.25,0.5 ] && SUFFIX=""
   DIR=results/flatness_round5_scaled; case $GROUP in scaled-*) DIR=results/flatness_round5_scaled_start ;;
-    *_end_hi|*_end_xl|*_end_family_hi|*_end_log_family_hi|*_end_log_family_hi_best|*_every_family_hi|*_every_family_hi_best) DIR=results/flatness_round5_end ;; esac
+    *_end_hi|*_end_xl|*_end_family_hi|*_end_log_family_hi|*_end_log_family_hi_best|*_every_family_hi|*_every_family_hi_best|*_every_family_xl|*_every_family_xl_best) DIR=results/flatness_round5_end ;; esac
   SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
   mkdir -p $DIR
 fi

@@ -25,6 +25,9 @@
 # antithetic pair per member, so every meta-gradient averages the four MLPs instead of one member pulling the rule for
 # a whole trajectory; it validates every 100 meta steps on one held-out optimizee per member (RUN/best keeps the rule
 # at the best validation). Its *_xl twin continues it to 3,600 meta steps.
+# START=hierarchical fine-tunes the hierarchical rule (L2O-Scale's per-tensor GRU context feeding the AdafacMLP) grown
+# from the same 2100 rule: its MLP weights copied, the context's first-layer rows at zero, so it starts as the 2100
+# rule's exact update and the arms differ from the general start only in the context (out_dir runs/round5/hierarchical-ARM-sSEED).
 # Usage: bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
@@ -34,8 +37,9 @@ case $ARM in *_long) TRAJECTORY=1000 ;; *_hi) TRAJECTORY=1000; META_STEPS=1200; 
 case $START in
   dmlstm)  RULE="--rule=dmlstm --rule_kwargs=output_scale=0.1 --init_from=dmlstm-mnist" ;;
   general) RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8 --init_from=results/general_selection/at2100" ;;
+  hierarchical) RULE="--rule=hierarchical --rule_kwargs=hidden_size=8,context_hidden=8 --init_from=results/general_selection/at2100" ;;
   scaled)  RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8,step_mult=0.00025 --init_from=results/general_selection/at2100:lr=0.25" ;;
-  *) echo "unknown start $START (dmlstm, general or scaled)" >&2; exit 2 ;;
+  *) echo "unknown start $START (dmlstm, general, hierarchical or scaled)" >&2; exit 2 ;;
 esac
 B="python -m train.meta_train --task=mnist_mlp --task_kwargs=train_examples=1000 $RULE
    --unroll=20 --trajectory=$TRAJECTORY --meta_steps=$META_STEPS

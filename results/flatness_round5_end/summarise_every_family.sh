@@ -9,21 +9,32 @@
 # WHICH=selected: each run's rule at its best validation (RUN/best), which is the final rule where the trainer's
 # best is meta step 1,200 (its training.json says so; those are not evaluated twice) ->
 # results/flatness_round5_end_every_family_selected.json.
-# Usage: bash results/flatness_round5_end/summarise_every_family.sh [final|selected] [extra generalization_summary flags]
+# LENGTH=xl: the same for the arm's 3,600-step continuation (pes_validation_end_every_family_xl; final = meta step
+# 3,600), beside the 1,200-step arm's final rules (label validation_end_every_family_final) ->
+# results/flatness_round5_end_every_family_xl_WHICH.json; its meta-seeds without evaluation files are left out.
+# Usage: bash results/flatness_round5_end/summarise_every_family.sh [final|selected] [hi|xl] [extra generalization_summary flags]
 set -euo pipefail
 WHICH=${1:-final}; shift || true
 case $WHICH in final|selected) ;; *) echo "WHICH must be final or selected, got $WHICH" >&2; exit 2 ;; esac
-L=""; BEST=""
+LENGTH=hi; case ${1:-} in hi|xl) LENGTH=$1; shift ;; esac
+LAST=1200; [ $LENGTH = xl ] && LAST=3600
+ARM=general-pes_validation_end_every_family_$LENGTH
+LABEL=validation_end_every_family_$WHICH; OUT=results/flatness_round5_end_every_family_$WHICH.json
+[ $LENGTH = xl ] && LABEL=validation_end_every_family_xl_$WHICH OUT=results/flatness_round5_end_every_family_xl_$WHICH.json
+L=""; BEST=""; EVALUATED=""
+shopt -s nullglob
 for s in 0 1 2 3 4 5; do
   L=$L,runs/round5/general-pes_vanilla_hi-s$s=vanilla,runs/round5/general-pes_validation_end_hi-s$s=validation_end
   L=$L,runs/round5/general-pes_validation_end_xl-s$s=validation_end_xl
   L=$L,runs/round5/general-pes_validation_end_log_family_hi-s$s=validation_end_log_family
-  RUN=runs/round5/general-pes_validation_end_every_family_hi-s$s
-  if [ $WHICH = selected ] && ! grep -q '"meta_step": 1200,' $RUN/best/training.json; then RUN=$RUN/best; BEST="$BEST $s"; fi
-  L=$L,$RUN=validation_end_every_family_$WHICH
+  [ $LENGTH = xl ] && L=$L,runs/round5/general-pes_validation_end_every_family_hi-s$s=validation_end_every_family_final
+  RUN=runs/round5/$ARM-s$s
+  if [ $WHICH = selected ] && ! grep -q "\"meta_step\": $LAST," $RUN/best/training.json; then RUN=$RUN/best; BEST="$BEST $s"; fi
+  L=$L,$RUN=$LABEL
+  files=(results/flatness_round5_end/${ARM}_*_s${s}_*.json); [ ${#files[@]} -gt 0 ] && EVALUATED="$EVALUATED $s"
 done
+[ $LENGTH = xl ] && echo "$ARM: meta-seeds with evaluation files:$EVALUATED" >&2
 IN=""
-shopt -s nullglob
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
   IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
@@ -32,11 +43,12 @@ for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   # Only labelled rules' files: an unlabelled learned spec would join the table as a tuned baseline. The final rules
   # of the runs whose selected rule is RUN/best are left out, and RUN/best's files are read for those runs alone.
   every=()
+  [ $LENGTH = xl ] && every+=(results/flatness_round5_end/general-pes_validation_end_every_family_hi_${t}_s?_*.json)
   for s in 0 1 2 3 4 5; do
-    case " $BEST " in *" $s "*) every+=(results/flatness_round5_end/general-pes_validation_end_every_family_hi_best_${t}_s${s}_*.json) ;;
-      *) every+=(results/flatness_round5_end/general-pes_validation_end_every_family_hi_${t}_s${s}_*.json) ;; esac
+    case " $BEST " in *" $s "*) every+=(results/flatness_round5_end/${ARM}_best_${t}_s${s}_*.json) ;;
+      *) every+=(results/flatness_round5_end/${ARM}_${t}_s${s}_*.json) ;; esac
   done
   IN=$IN,$(IFS=,; echo "${every[*]}")
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="${L#,}" --baseline=vanilla \
-  --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end_every_family_$WHICH.json "$@"
+  --tune_on=validation_accuracy --tune_step_scale --output=$OUT "$@"
