@@ -17,6 +17,11 @@ before that logging (c4dd4d9: the every-member arm's meta-seeds 0 and 1) are rep
 
     python results/flatness_round5_end/family_meta_loss.py general-pes_validation_end_every_family_hi \
         > results/flatness_round5_end/every_family_meta_loss.json
+    python results/flatness_round5_end/family_meta_loss.py general-pes_validation_end_every_family_xl \
+        > results/flatness_round5_end/every_family_xl_meta_loss.json
+
+A run's halves and 200-step blocks are of its own --meta_steps; an *_xl run (a copy of its *_hi run, resumed) reads
+both runs' events files, so its figures cover meta steps 1-3,600.
 """
 
 import collections
@@ -28,7 +33,7 @@ import sys
 import tensorflow as tf
 
 MEMBERS = ["mnist_mlp", "mnist_mlp_tanh", "mnist_mlp_elu", "mnist_mlp_wide"]
-TRUNCATIONS, META_STEPS, BLOCK = 50, 1200, 200
+TRUNCATIONS, BLOCK = 50, 200
 ARM = sys.argv[1] if len(sys.argv) > 1 else "general-pes_validation_end_family_hi"
 
 out = {"arm": ARM}
@@ -37,20 +42,21 @@ for seed in range(6):
     with open(f"{run}/config.json") as f:
         config = json.load(f)
     log_loss, every_member = config["unrolling"]["log_loss"], config["distribution"].get("every_member", False)
-    (events,) = glob.glob(f"{run}/tensorboard/events.*")
+    meta_steps = config["meta_steps"]
+    logged = {}  # (tag, meta step) -> value; a resumed run's later events file wins for steps it logged again
+    for events in sorted(glob.glob(f"{run}/tensorboard/events.*")):  # an *_xl run: its *_hi run's file, then its own
+        for event in tf.compat.v1.train.summary_iterator(events):
+            for value in event.summary.value:
+                logged[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
     values, validation = collections.defaultdict(list), collections.defaultdict(dict)
-    for event in tf.compat.v1.train.summary_iterator(events):
-        for value in event.summary.value:
-            tag = value.tag.split("/")
-            if tag[0] == "validation" and tag[1].startswith("member"):
-                validation[tag[1].split("_", 1)[1]][event.step] = float(tf.make_ndarray(value.tensor))
-            if tag[0] == "meta_loss" and (len(tag) == 2) == every_member:
-                member = (tag[1].split("_", 1)[1] if every_member
-                          else MEMBERS[((event.step - 1) // TRUNCATIONS) % len(MEMBERS)])
-                half = "first_half" if event.step <= META_STEPS // 2 else "second_half"
-                loss = float(tf.make_ndarray(value.tensor))
-                values[(member, half)].append(loss)
-                values[(member, (event.step - 1) // BLOCK)].append(loss)
+    for (tag, step), loss in sorted(logged.items(), key=lambda item: item[0][1]):
+        tag = tag.split("/")
+        if tag[0] == "validation" and tag[1].startswith("member"):
+            validation[tag[1].split("_", 1)[1]][step] = loss
+        if tag[0] == "meta_loss" and (len(tag) == 2) == every_member:
+            member = tag[1].split("_", 1)[1] if every_member else MEMBERS[((step - 1) // TRUNCATIONS) % len(MEMBERS)]
+            values[(member, "first_half" if step <= meta_steps // 2 else "second_half")].append(loss)
+            values[(member, (step - 1) // BLOCK)].append(loss)
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     unlog = math.exp if log_loss else (lambda x: x)
     if not values:
@@ -60,7 +66,7 @@ for seed in range(6):
                        for m in MEMBERS}
     for m in MEMBERS:  # meta steps 1-200, 201-400, ...: where along meta-training each member's loss moved
         out[f"s{seed}"][m]["per_200_meta_steps"] = [round(unlog(mean(values[(m, b)])), 3)
-                                                    for b in range(META_STEPS // BLOCK)]
+                                                    for b in range(meta_steps // BLOCK)]
         if m in validation:  # the trainer's validation on the member's held-out optimizee, per 100 meta steps
             out[f"s{seed}"][m]["validation"] = {step: round(unlog(v), 3) for step, v in sorted(validation[m].items())}
     out[f"s{seed}"]["statistic"] = "exp(mean log loss)" if log_loss else "mean loss"
