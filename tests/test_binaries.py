@@ -350,6 +350,27 @@ def test_generalization_summary_tunes_learned_step_scales_per_meta_seed_across_f
     assert twice.returncode == 2 and "'runs/v0' on t is in two inputs" in twice.stderr
 
 
+def test_generalization_summary_pairs_meta_seeds_in_the_order_the_inputs_are_given(tmp_path):
+    """Meta-seed 0's file named so that it sorts after meta-seed 1's (a RUN/best file does): given in seed order,
+    each arm meta-seed is still paired with its own baseline meta-seed."""
+    def run(values):
+        stat = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+        return {"seeds": [0, 1], "at_step": {"10": {"test_accuracy": stat, "train_loss": stat, "generalization_gap": stat}}}
+
+    files = {"base.json": {"runs/v0": run([0.50, 0.52]), "runs/v1": run([0.90, 0.92])},
+             "z_arm_s0.json": {"runs/a0": run([0.51, 0.53])}, "a_best_s1.json": {"runs/a1/best": run([0.93, 0.95])}}
+    for name, optimizers in files.items():
+        (tmp_path / name).write_text(json.dumps({"command": name, "task": "t", "steps": 10, "optimizers": optimizers}))
+    output = tmp_path / "s.json"
+    result = _run("train.generalization_summary", "--inputs=" + ",".join(str(tmp_path / f) for f in files),
+                  "--labels=runs/v0=vanilla,runs/v1=vanilla,runs/a0=arm,runs/a1/best=arm", "--baseline=vanilla",
+                  f"--output={output}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    versus = json.loads(output.read_text())["paired_test_accuracy"]["t"]["arm"]["vs vanilla"]
+    assert versus["mean"] == pytest.approx(0.02)
+    assert versus["se"] == pytest.approx(np.std([0.01, 0.03], ddof=1) / np.sqrt(2))  # sorted: 0.43 and -0.39
+
+
 def test_generalization_summary_reads_each_run_at_its_validation_chosen_step(tmp_path):
     """--stop_on=validation_accuracy: each meta-seed and each Adam rate is read at the reported step with its best
     validation accuracy (Adam's rate and step chosen together), never at the best test accuracy."""

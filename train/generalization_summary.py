@@ -38,7 +38,8 @@ from absl import flags
 from l2o_tf.spec import split_step_scale
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("inputs", None, "train.evaluate JSON files (globs allowed).")
+flags.DEFINE_list("inputs", None, "train.evaluate JSON files (globs allowed, each expanded in sorted order), read in the "
+                  "order given: an arm's meta-seeds are paired with the baseline's in that order.")
 flags.DEFINE_list("labels", [], "spec=label pairs naming the optimizers in the table.")
 flags.DEFINE_string("output", None, "Summary JSON path; the PNG goes beside it.")
 flags.DEFINE_enum("tune_on", "train_loss", ["train_loss", "validation_accuracy"],
@@ -231,7 +232,9 @@ def plot(table, path):
 
 
 def main(argv):
-    paths = sorted({p for pattern in FLAGS.inputs for p in (glob.glob(pattern) or [pattern])})
+    # The order given, not sorted: a meta-seed's RUN/best file (NAME_best_...) sorts before the others' files, and
+    # pairing by position would then pair it with another meta-seed's baseline.
+    paths = list(dict.fromkeys(p for pattern in FLAGS.inputs for p in (sorted(glob.glob(pattern)) or [pattern])))
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise ValueError(f"--inputs: no such file {missing[0]!r}.")

@@ -28,6 +28,7 @@ import collections
 import glob
 import json
 import math
+import os
 import sys
 
 import tensorflow as tf
@@ -39,6 +40,9 @@ ARM = sys.argv[1] if len(sys.argv) > 1 else "general-pes_validation_end_family_h
 out = {"arm": ARM}
 for seed in range(6):
     run = f"runs/round5/{ARM}-s{seed}"
+    if not os.path.exists(f"{run}/config.json"):
+        out[f"s{seed}"] = "not run"
+        continue
     with open(f"{run}/config.json") as f:
         config = json.load(f)
     log_loss, every_member = config["unrolling"]["log_loss"], config["distribution"].get("every_member", False)

@@ -29,7 +29,7 @@ for s in 0 1 2 3 4 5; do
   L=$L,runs/round5/general-pes_validation_end_log_family_hi-s$s=validation_end_log_family
   [ $LENGTH = xl ] && L=$L,runs/round5/general-pes_validation_end_every_family_hi-s$s=validation_end_every_family_final
   RUN=runs/round5/$ARM-s$s
-  if [ $WHICH = selected ] && ! grep -q "\"meta_step\": $LAST," $RUN/best/training.json; then RUN=$RUN/best; BEST="$BEST $s"; fi
+  if [ $WHICH = selected ] && [ -f $RUN/best/training.json ] && ! grep -q "\"meta_step\": $LAST," $RUN/best/training.json; then RUN=$RUN/best; BEST="$BEST $s"; fi
   L=$L,$RUN=$LABEL
   files=(results/flatness_round5_end/${ARM}_*_s${s}_*.json); [ ${#files[@]} -gt 0 ] && EVALUATED="$EVALUATED $s"
 done
