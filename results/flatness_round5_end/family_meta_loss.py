@@ -61,16 +61,17 @@ for seed in range(6):
             member = tag[1].split("_", 1)[1] if every_member else MEMBERS[((step - 1) // TRUNCATIONS) % len(MEMBERS)]
             values[(member, "first_half" if step <= meta_steps // 2 else "second_half")].append(loss)
             values[(member, (step - 1) // BLOCK)].append(loss)
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
     unlog = math.exp if log_loss else (lambda x: x)
+    # None where nothing was logged: an *_xl copy of a run trained before per-member logging has its members'
+    # figures from meta step 1,201 on only
+    mean = lambda v: round(unlog(sum(v) / len(v)), 3) if v else None  # noqa: E731
     if not values:
         out[f"s{seed}"] = "not logged: trained before per-member logging"
         continue
-    out[f"s{seed}"] = {m: {h: round(unlog(mean(values[(m, h)])), 3) for h in ("first_half", "second_half")}
+    out[f"s{seed}"] = {m: {h: mean(values[(m, h)]) for h in ("first_half", "second_half")}
                        for m in MEMBERS}
     for m in MEMBERS:  # meta steps 1-200, 201-400, ...: where along meta-training each member's loss moved
-        out[f"s{seed}"][m]["per_200_meta_steps"] = [round(unlog(mean(values[(m, b)])), 3)
-                                                    for b in range(meta_steps // BLOCK)]
+        out[f"s{seed}"][m]["per_200_meta_steps"] = [mean(values[(m, b)]) for b in range(meta_steps // BLOCK)]
         if m in validation:  # the trainer's validation on the member's held-out optimizee, per 100 meta steps
             out[f"s{seed}"][m]["validation"] = {step: round(unlog(v), 3) for step, v in sorted(validation[m].items())}
     out[f"s{seed}"]["statistic"] = "exp(mean log loss)" if log_loss else "mean loss"
