@@ -184,18 +184,6 @@ class AdafacMLP(UpdateRule):
             return steps[0]
         return tf.concat([u for u, _ in steps], axis=0), tf.concat([s for _, s in steps], axis=0)
 
-    def warm_start_from(self, source):
-        """Also start from a trained AdafacMLP of the same config: its weights are copied and the first kernel's
-        context rows start at zero, so this rule begins as that rule's exact update (up to float rounding) and
-        meta-training grows the per-tensor context from there; the GRU keeps its own initialisation."""
-        if type(source) is not AdafacMLP:
-            return super().warm_start_from(source)
-        require_same_config(self, source, ignore=("context_hidden",))
-        for weight, value in zip(self.kernels + self.biases, source.kernels + source.biases):
-            if weight is self.kernels[0]:
-                value = tf.concat([value, tf.zeros([self.context_size, value.shape[1]], value.dtype)], axis=0)
-            weight.assign(value)
-
     def context(self, features, context_state, layout):
         """A subclass's extra inputs and their new state; none here."""
         return features[:, :0], context_state
@@ -277,6 +265,18 @@ class Hierarchical(AdafacMLP):
         inputs, hidden = 2 * self.num_features, self.context_hidden
         (self.gru_input_kernel,), (self.gru_input_bias,) = self._dense_stack([inputs, 3 * hidden], first)
         (self.gru_recurrent_kernel,), (self.gru_recurrent_bias,) = self._dense_stack([hidden, 3 * hidden], first + 1)
+
+    def warm_start_from(self, source):
+        """Also start from a trained AdafacMLP of the same config: its weights are copied and the first kernel's
+        context rows start at zero, so this rule begins as that rule's exact update (up to float rounding) and
+        meta-training grows the per-tensor context from there; the GRU keeps its own initialisation."""
+        if type(source) is not AdafacMLP:
+            return super().warm_start_from(source)
+        require_same_config(self, source, ignore=("context_hidden",))
+        for weight, value in zip(self.kernels + self.biases, source.kernels + source.biases):
+            if weight is self.kernels[0]:
+                value = tf.concat([value, tf.zeros([self.context_size, value.shape[1]], value.dtype)], axis=0)
+            weight.assign(value)
 
     def context(self, features, context_state, layout):
         """One GRU step per tensor (Keras's ``reset_after`` form) on the tensor's mean and mean absolute features."""
