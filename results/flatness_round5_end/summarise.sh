@@ -6,6 +6,7 @@
 # its validation-chosen step scale, Adam at its validation-chosen rate; pairs against the whole-trajectory vanilla arm.
 # Usage: bash results/flatness_round5_end/summarise.sh [--stop_on=validation_accuracy --output=...]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 L=""
 for s in 0 1 2 3 4 5; do
   for arm in vanilla validation validation_end; do L=$L,runs/round5/general-pes_${arm}_hi-s$s=$arm; done
@@ -14,11 +15,10 @@ for s in 0 1 2; do L=$L,runs/round5/general-pes_vanilla_end_hi-s$s=vanilla_end; 
 L=${L#,},results/general_selection/at2100=start
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
-  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
+  add_adam $t
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json
   for arm in vanilla validation; do
-    IN=$IN,results/flatness_round5_hi/general-pes_${arm}_hi_$t.json,results/flatness_round5_hi_more/general-pes_${arm}_hi_$t.json
-    IN=$IN,$(ls results/flatness_round5_scaled/general-pes_${arm}_hi_${t}_s*.json | paste -sd,)
+    add_pes_hi $arm $t
   done
   IN=$IN,$(ls results/flatness_round5_end/general-pes_*_end_hi_${t}_s*.json | paste -sd,)
 done

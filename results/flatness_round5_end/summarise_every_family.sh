@@ -14,6 +14,7 @@
 # results/flatness_round5_end_every_family_xl_WHICH.json; its meta-seeds without evaluation files are left out.
 # Usage: bash results/flatness_round5_end/summarise_every_family.sh [final|selected] [hi|xl] [extra generalization_summary flags]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 WHICH=${1:-final}; shift || true
 case $WHICH in final|selected) ;; *) echo "WHICH must be final or selected, got $WHICH" >&2; exit 2 ;; esac
 LENGTH=hi; case ${1:-} in hi|xl) LENGTH=$1; shift ;; esac
@@ -36,9 +37,8 @@ done
 [ $LENGTH = xl ] && echo "$ARM: meta-seeds with evaluation files:$EVALUATED" >&2
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
-  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
-  IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
-  IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
+  add_adam $t
+  add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl,log_family_hi}_${t}_s*.json | paste -sd,)
   # Only labelled rules' files: an unlabelled learned spec would join the table as a tuned baseline. The final rules
   # of the runs whose selected rule is RUN/best are left out, and RUN/best's files are read for those runs alone.

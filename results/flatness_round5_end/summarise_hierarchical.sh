@@ -8,6 +8,7 @@
 # Meta-seeds without evaluation files are left out (stderr names those that have them).
 # Usage: bash results/flatness_round5_end/summarise_hierarchical.sh [--baseline=LABEL --output=...]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 L=""; EVALUATED=""
 shopt -s nullglob
 for s in 0 1 2 3 4 5; do
@@ -21,10 +22,9 @@ echo "hierarchical arms: meta-seeds with evaluation files:$EVALUATED" >&2
 L=${L#,},results/general_selection/at2100=start
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
-  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
+  add_adam $t
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json
-  IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
-  IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
+  add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_hi_${t}_s*.json | paste -sd,)
   h=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_${t}_s*.json results/flatness_round5_end/hierarchical-pes_validation_end_hi_${t}_s*.json)
   [ ${#h[@]} -gt 0 ] && IN=$IN,$(IFS=,; echo "${h[*]}")

@@ -12,6 +12,7 @@
 # against the family arm: --baseline=validation_end_family --output=results/flatness_round5_end_log_family_vs_family.json.
 # Usage: bash results/flatness_round5_end/summarise_xl.sh [extra train.generalization_summary flags]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 L=""
 for s in 0 1 2 3 4 5; do
   L=$L,runs/round5/general-pes_vanilla_hi-s$s=vanilla,runs/round5/general-pes_validation_end_hi-s$s=validation_end
@@ -22,9 +23,8 @@ for s in 0 1 2 3 4 5; do
 done
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
-  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
-  IN=$IN,results/flatness_round5_hi/general-pes_vanilla_hi_$t.json,results/flatness_round5_hi_more/general-pes_vanilla_hi_$t.json
-  IN=$IN,$(ls results/flatness_round5_scaled/general-pes_vanilla_hi_${t}_s*.json | paste -sd,)
+  add_adam $t
+  add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_{hi,xl,family_hi,log_family_hi,log_family_hi_best}_${t}_s*.json | paste -sd,)
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="${L#,}" --baseline=vanilla \

@@ -4,6 +4,7 @@
 # (runs/round5/general-ARM-sSEED), the start itself and Adam, every learned spec at its validation-chosen step scale.
 # Usage: bash results/flatness_round5_scaled_start/summarise.sh [--stop_on=validation_accuracy --output=...]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 L=""
 for arm in vanilla validation; do
   for s in 0 1 2 3 4 5; do
@@ -13,7 +14,7 @@ done
 L=${L#,},results/general_selection/at2100=start
 IN=""
 for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
-  IN=$IN,results/flatness_round5_hi/adam_hi_$t.json,results/flatness_round5_scaled/adam_edge_$t.json
+  add_adam $t
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json,results/flatness_round5_hi*/general-pes_*_hi_$t.json
   IN=$IN,results/flatness_round5_scaled/general-pes_*_hi_${t}_s*.json,results/flatness_round5_scaled_start/scaled-pes_*_hi_${t}_s*.json
 done

@@ -1,0 +1,9 @@
+# Sourced by the round-5 summaries: the evaluation files every one of them reads, appended to $IN (comma-separated).
+# add_adam TASK: Adam over its grid (1e-3..3e-2 with the earlier steps) and at 3e-4, its grid's lower edge.
+# add_pes_hi ARM TASK: a general-start PES arm (general-pes_ARM_hi) at step scale 1 (meta-seeds 0-2, then 3-5) and at
+# the scales of results/flatness_round5_scaled/.
+add_adam() { IN=$IN,results/flatness_round5_hi/adam_hi_$1.json,results/flatness_round5_scaled/adam_edge_$1.json; }
+add_pes_hi() {
+  IN=$IN,results/flatness_round5_hi/general-pes_$1_hi_$2.json,results/flatness_round5_hi_more/general-pes_$1_hi_$2.json
+  IN=$IN,$(ls results/flatness_round5_scaled/general-pes_$1_hi_$2_s*.json | paste -sd,)
+}
