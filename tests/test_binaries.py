@@ -36,6 +36,9 @@ def test_evaluate_writes_curves_metrics_and_plot(tmp_path):
     assert len(adam["at_step"]["30"]["train_loss"]["values"]) == 2
     assert adam["at_step"]["30"]["train_loss"]["mean"] < adam["curve"]["mean"][0]
     assert data["command"].startswith("python -m train.evaluate")
+    assert data["machine"]["tensorflow"] and data["machine"]["keras"]  # what the "seconds" were measured on
+    if os.path.exists("/proc/cpuinfo"):
+        assert "vector_extensions" in data["machine"]
     assert (tmp_path / "eval.png").stat().st_size > 1000
 
 

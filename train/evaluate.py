@@ -19,7 +19,6 @@ and --suite_tasks runs a subset (for example one process per core).
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -128,7 +127,7 @@ def main(argv):
         "steps": FLAGS.steps,
         "seeds": FLAGS.seeds,
         "l2o_tf_version": __version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "machine": machine.describe(),  # CPU model, vector extensions, TF / Keras versions: "seconds" depend on them
         "optimizers": {},
     }
     bar = keras.utils.Progbar(len(rules) * FLAGS.seeds * FLAGS.steps, unit_name="optimizee step")
