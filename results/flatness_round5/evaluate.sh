@@ -14,7 +14,9 @@
 # that a summary with --tune_step_scale can choose each one's scale on validation as Adam's rate is chosen; those
 # runs write results/flatness_round5_scaled/GROUP_TASK_sSEEDS.json (the study's grid 0.125,0.25,0.5), or
 # GROUP_TASK_sSEEDS_lrSCALES.json for other scales (0.0625: the grid's lower edge). GROUP adam_edge is Adam at
-# 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json. The scaled-* groups are
+# 3e-4, the lower edge of its grid, into results/flatness_round5_scaled/adam_edge_TASK.json; GROUP adam_fine fills
+# that grid in to factors of at most 2 (6e-4, 2e-3, 5e-3, 2e-2; the learned rules' scales are factors of 2 apart) into
+# results/flatness_round5_scaled/adam_fine_TASK.json. The scaled-* groups are
 # the fine-tunes started from at2100:lr=0.25 (meta_train.sh START=scaled; their scale 1 is the start's 0.25), written
 # to results/flatness_round5_scaled_start/ so that the earlier summaries' globs do not take them in; the *_end_hi groups
 # (scored over the trajectory's second half) and their *_end_xl continuations likewise to results/flatness_round5_end/
@@ -22,10 +24,17 @@
 # on a family of MLPs) and the *_every_family_xl continuation.
 # GROUP general-ARM_best evaluates each meta-seed's validation-best rule (RUN/best: the trainer's export since the
 # twelfth stop; results/flatness_round5_end/export_best.py for earlier runs).
+# EXAMPLES=all (environment) is the full-data regime (meta_train.sh likewise): the optimizees train on the whole
+# training split less the 5,000-example validation split, the learned groups come from runs/round5_full/, and every
+# file goes to results/flatness_round5_full/ under the name it would have had.
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
-R=runs/round5
+case ${EXAMPLES:=1000} in
+  1000) DATA=train_examples=1000,validation_examples=5000; R=runs/round5 ;;
+  all)  DATA=validation_examples=5000; R=runs/round5_full ;;
+  *) echo "EXAMPLES must be 1000 (the small-data regime, the default) or all, got $EXAMPLES" >&2; exit 2 ;;
+esac
 OUT=results/flatness_round5/${GROUP}_${TASK}.json
 [ "$SEEDS" != 0,1,2 ] && OUT=results/flatness_round5_more/${GROUP}_${TASK}.json && mkdir -p results/flatness_round5_more
 case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
@@ -36,6 +45,8 @@ case $GROUP in
   adam|adam_hi) SPECS="adam:lr=1e-3,adam:lr=3e-3,adam:lr=1e-2,adam:lr=3e-2" ;;  # adam_hi: with the earlier steps
   adam_edge)  SPECS="adam:lr=3e-4" REPORT=--report_at=100,200,300,500,1000 OUT=results/flatness_round5_scaled/adam_edge_${TASK}.json
               mkdir -p results/flatness_round5_scaled ;;
+  adam_fine)  SPECS="adam:lr=6e-4,adam:lr=2e-3,adam:lr=5e-3,adam:lr=2e-2" REPORT=--report_at=100,200,300,500,1000  # the grid at factors <= 2
+              OUT=results/flatness_round5_scaled/adam_fine_${TASK}.json; mkdir -p results/flatness_round5_scaled ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
   general-*_best|hierarchical-*_best) SPECS=$(printf "$R/${GROUP%_best}-s%s/best," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # validation-best rules
@@ -50,6 +61,7 @@ if [ -n "$SCALES" ]; then
   SPECS=${SPECS%,}; OUT=$DIR/${GROUP}_${TASK}_s${SEEDS//,/}${SUFFIX}.json
   mkdir -p $DIR
 fi
+[ $EXAMPLES = all ] && OUT=results/flatness_round5_full/$(basename $OUT) && mkdir -p results/flatness_round5_full
 exec python -m train.evaluate --optimizer=$SPECS --task=$TASK \
-    --task_kwargs=train_examples=1000,validation_examples=5000 --steps=1000 --seeds=10 $REPORT \
+    --task_kwargs=$DATA --steps=1000 --seeds=10 $REPORT \
     --output=$OUT
