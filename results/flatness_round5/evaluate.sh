@@ -24,17 +24,12 @@
 # on a family of MLPs) and the *_every_family_xl continuation.
 # GROUP general-ARM_best evaluates each meta-seed's validation-best rule (RUN/best: the trainer's export since the
 # twelfth stop; results/flatness_round5_end/export_best.py for earlier runs).
-# EXAMPLES=all (environment) is the full-data regime (meta_train.sh likewise): the optimizees train on the whole
-# training split less the 5,000-example validation split, the learned groups come from runs/round5_full/, and every
-# file goes to results/flatness_round5_full/ under the name it would have had.
+# EXAMPLES=all (environment) is the full-data regime (examples.sh): the learned groups come from runs/round5_full/,
+# and every file goes to results/flatness_round5_full/ under the name it would have had.
 set -euo pipefail
 TASK=$1; GROUP=$2; SEEDS=${3:-0,1,2}; SCALES=${4:-}
 REPORT=""
-case ${EXAMPLES:=1000} in
-  1000) DATA=train_examples=1000,validation_examples=5000; R=runs/round5 ;;
-  all)  DATA=validation_examples=5000; R=runs/round5_full ;;
-  *) echo "EXAMPLES must be 1000 (the small-data regime, the default) or all, got $EXAMPLES" >&2; exit 2 ;;
-esac
+source results/flatness_round5/examples.sh
 OUT=results/flatness_round5/${GROUP}_${TASK}.json
 [ "$SEEDS" != 0,1,2 ] && OUT=results/flatness_round5_more/${GROUP}_${TASK}.json && mkdir -p results/flatness_round5_more
 case $GROUP in *_long) DIR=results/flatness_round5_long; [ "$SEEDS" != 0,1,2 ] && DIR=${DIR}_more
@@ -49,9 +44,9 @@ case $GROUP in
               OUT=results/flatness_round5_scaled/adam_fine_${TASK}.json; mkdir -p results/flatness_round5_scaled ;;
   shipped)    SPECS="dmlstm-mnist" ;;
   general)    SPECS="general"; OUT=results/flatness_round5_long/general_${TASK}.json; mkdir -p results/flatness_round5_long ;;
-  general-*_best|hierarchical-*_best) SPECS=$(printf "$R/${GROUP%_best}-s%s/best," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # validation-best rules
-  general-*|hierarchical-*|scaled-*)  SPECS=$(printf "$R/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
-  *)          SPECS=$(printf "$R/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
+  general-*_best|hierarchical-*_best) SPECS=$(printf "$RUNS/${GROUP%_best}-s%s/best," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # validation-best rules
+  general-*|hierarchical-*|scaled-*)  SPECS=$(printf "$RUNS/$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;  # fine-tunes of general
+  *)          SPECS=$(printf "$RUNS/dmlstm-$GROUP-s%s," ${SEEDS//,/ }); SPECS=${SPECS%,} ;;
 esac
 if [ -n "$SCALES" ]; then
   SPECS=$(for spec in ${SPECS//,/ }; do for scale in ${SCALES//,/ }; do printf "%s:lr=%s," $spec $scale; done; done)
@@ -63,5 +58,5 @@ if [ -n "$SCALES" ]; then
 fi
 [ $EXAMPLES = all ] && OUT=results/flatness_round5_full/$(basename $OUT) && mkdir -p results/flatness_round5_full
 exec python -m train.evaluate --optimizer=$SPECS --task=$TASK \
-    --task_kwargs=$DATA --steps=1000 --seeds=10 $REPORT \
+    --task_kwargs=$EVAL_DATA --steps=1000 --seeds=10 $REPORT \
     --output=$OUT

@@ -28,16 +28,11 @@
 # START=hierarchical fine-tunes the hierarchical rule (L2O-Scale's per-tensor GRU context feeding the AdafacMLP) grown
 # from the same 2100 rule: its MLP weights copied, the context's first-layer rows at zero, so it starts as the 2100
 # rule's exact update and the arms differ from the general start only in the context (out_dir runs/round5/hierarchical-ARM-sSEED).
-# EXAMPLES=all (environment) is the full-data regime: trajectories train on the whole training split less the 5,000
-# examples every arm holds out (vanilla too, so that all arms train on the same 55,000), out_dir runs/round5_full/.
+# EXAMPLES=all (environment) is the full-data regime (examples.sh): out_dir runs/round5_full/.
 # Usage: [EXAMPLES=all] bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
 ARM=$1; SEED=$2; START=${3:-dmlstm}
-case ${EXAMPLES:=1000} in
-  1000) DATA=train_examples=1000; RUNS=runs/round5 ;;
-  all)  DATA=validation_examples=5000; RUNS=runs/round5_full ;;
-  *) echo "EXAMPLES must be 1000 (the small-data regime, the default) or all, got $EXAMPLES" >&2; exit 2 ;;
-esac
+source results/flatness_round5/examples.sh
 TRAJECTORY=200; META_STEPS=400; META_LR=3e-4
 case $ARM in *_long) TRAJECTORY=1000 ;; *_hi) TRAJECTORY=1000; META_STEPS=1200; META_LR=1e-3 ;;
   *_xl) TRAJECTORY=1000; META_STEPS=3600; META_LR=1e-3 ;; esac
@@ -48,7 +43,7 @@ case $START in
   scaled)  RULE="--rule=adafac_mlp --rule_kwargs=hidden_size=8,step_mult=0.00025 --init_from=results/general_selection/at2100:lr=0.25" ;;
   *) echo "unknown start $START (dmlstm, general, hierarchical or scaled)" >&2; exit 2 ;;
 esac
-B="python -m train.meta_train --task=mnist_mlp --task_kwargs=$DATA $RULE
+B="python -m train.meta_train --task=mnist_mlp --task_kwargs=$TRAIN_DATA $RULE
    --unroll=20 --trajectory=$TRAJECTORY --meta_steps=$META_STEPS
    --meta_lr=$META_LR --validate_every=1000 --checkpoint_every=100 --jit_compile --seed=$SEED"
 PES=""
