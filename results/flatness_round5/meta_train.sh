@@ -28,6 +28,9 @@
 # START=hierarchical fine-tunes the hierarchical rule (L2O-Scale's per-tensor GRU context feeding the AdafacMLP) grown
 # from the same 2100 rule: its MLP weights copied, the context's first-layer rows at zero, so it starts as the 2100
 # rule's exact update and the arms differ from the general start only in the context (out_dir runs/round5/hierarchical-ARM-sSEED).
+# The pes16_* arms are their pes_* twins with 16 PES particles instead of 8: half the meta-gradient's variance, to test
+# whether the hierarchical rule's 2,058 meta-parameters drown the validation objective's signal in PES noise.
+# The *_k800_end_hi arm scores the validation loss over the last 200 steps only (--meta_loss_trajectory_start=800).
 # EXAMPLES=all (environment) is the full-data regime (examples.sh): out_dir runs/round5_full/.
 # Usage: [EXAMPLES=all] bash results/flatness_round5/meta_train.sh ARM SEED [START]   (out_dir runs/round5/dmlstm-ARM-sSEED)
 set -euo pipefail
@@ -47,7 +50,8 @@ B="python -m train.meta_train --task=mnist_mlp --task_kwargs=$TRAIN_DATA $RULE
    --unroll=20 --trajectory=$TRAJECTORY --meta_steps=$META_STEPS
    --meta_lr=$META_LR --validate_every=1000 --checkpoint_every=100 --jit_compile --seed=$SEED"
 PES=""
-case $ARM in pes_*) PES="--estimator=pes --optimizees=8 --es_sigma=0.01"; ARM_RULE=${ARM#pes_} ;; *) ARM_RULE=$ARM ;; esac
+case $ARM in pes_*) PES="--estimator=pes --optimizees=8 --es_sigma=0.01"; ARM_RULE=${ARM#pes_} ;;
+  pes16_*) PES="--estimator=pes --optimizees=16 --es_sigma=0.01"; ARM_RULE=${ARM#pes16_} ;; *) ARM_RULE=$ARM ;; esac
 case $ARM_RULE in
   vanilla|vanilla_long|vanilla_hi|vanilla_xl) X="" ;;
   hessian)    X="--regularizer=hessian_trace --reg_weight=1e-4 --reg_num_probes=1" ;;
@@ -62,6 +66,7 @@ case $ARM_RULE in
   validation_end_every_family_hi|validation_end_every_family_xl) X="--meta_objective=validation --validation_examples=5000
     --meta_loss_trajectory_start=500 --task_family=mnist_mlp,mnist_mlp_tanh,mnist_mlp_elu,mnist_mlp_wide --log_loss
     --every_member --validation_seeds=4 --validate_every=100" ;;
+  validation_k800_end_hi) X="--meta_objective=validation --validation_examples=5000 --meta_loss_trajectory_start=800" ;;
   vanilla_end_hi) X="--meta_loss_trajectory_start=500" ;;
   mix_long) X="--meta_objective=mix --validation_weight=0.5 --validation_examples=5000" ;;
   validation+adaptive) X="--meta_objective=validation --validation_examples=5000 --regularizer=adaptive_trace --reg_weight=1e-5 --reg_num_probes=1" ;;

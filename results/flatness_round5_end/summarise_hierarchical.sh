@@ -2,7 +2,8 @@
 # Round 5, the hierarchical rule (docs/flatness.md, fifteenth stop): L2O-Scale's per-tensor GRU context feeding the
 # AdafacMLP, grown from the 2100 rule (meta_train.sh START=hierarchical: its MLP weights copied, the context rows at
 # zero) and fine-tuned with the PES vanilla and end-scored validation arms (runs/round5/hierarchical-pes_{vanilla,
-# validation_end}_hi-sSEED), beside the same arms on the AdafacMLP (general-pes_*), the start and Adam; every learned
+# validation_end}_hi-sSEED) and the validation arm with 16 PES particles instead of 8 (hierarchical-pes16_validation_end_hi,
+# the PES-noise test, seventeenth stop), beside the same arms on the AdafacMLP (general-pes_*), the start and Adam; every learned
 # spec at its validation-chosen step scale, Adam at its validation-chosen rate; pairs against the hierarchical
 # vanilla arm, or another arm with --baseline=LABEL (e.g. validation_end: the context's effect with the arm held).
 # Meta-seeds without evaluation files are left out (stderr names those that have them).
@@ -13,10 +14,11 @@ L=""; EVALUATED=""
 shopt -s nullglob
 for s in 0 1 2 3 4 5; do
   for arm in vanilla validation_end; do L=$L,runs/round5/general-pes_${arm}_hi-s$s=$arm; done
-  files=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_*_s${s}_*.json results/flatness_round5_end/hierarchical-pes_validation_end_hi_*_s${s}_*.json)
+  files=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_*_s${s}_*.json results/flatness_round5_end/hierarchical-pes{,16}_validation_end_hi_*_s${s}*.json)
   [ ${#files[@]} -gt 0 ] && EVALUATED="$EVALUATED $s"
   L=$L,runs/round5/hierarchical-pes_vanilla_hi-s$s=hierarchical_vanilla
   L=$L,runs/round5/hierarchical-pes_validation_end_hi-s$s=hierarchical_validation_end
+  L=$L,runs/round5/hierarchical-pes16_validation_end_hi-s$s=hierarchical_validation_end_16
 done
 echo "hierarchical arms: meta-seeds with evaluation files:$EVALUATED" >&2
 L=${L#,},results/general_selection/at2100=start
@@ -26,7 +28,8 @@ for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json
   add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_hi_${t}_s*.json | paste -sd,)
-  h=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_${t}_s*.json results/flatness_round5_end/hierarchical-pes_validation_end_hi_${t}_s*.json)
+  h=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_${t}_s*.json results/flatness_round5_end/hierarchical-pes_validation_end_hi_${t}_s*.json
+     results/flatness_round5_end/hierarchical-pes16_validation_end_hi_${t}_s*.json)
   [ ${#h[@]} -gt 0 ] && IN=$IN,$(IFS=,; echo "${h[*]}")
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="$L" --baseline=hierarchical_vanilla \
