@@ -28,7 +28,7 @@
 # START=hierarchical fine-tunes the hierarchical rule (L2O-Scale's per-tensor GRU context feeding the AdafacMLP) grown
 # from the same 2100 rule: its MLP weights copied, the context's first-layer rows at zero, so it starts as the 2100
 # rule's exact update and the arms differ from the general start only in the context (out_dir runs/round5/hierarchical-ARM-sSEED).
-# The pes16_* arms are their pes_* twins with 16 PES particles instead of 8: half the meta-gradient's variance, to test
+# The pesN_* arms (pes16_*) are their pes_* twins with N PES particles instead of 8; pes16_*: half the meta-gradient's variance, to test
 # whether the hierarchical rule's 2,058 meta-parameters drown the validation objective's signal in PES noise.
 # The *_k800_end_hi arm scores the validation loss over the last 200 steps only (--meta_loss_trajectory_start=800).
 # EXAMPLES=all (environment) is the full-data regime (examples.sh): out_dir runs/round5_full/.
@@ -50,8 +50,8 @@ B="python -m train.meta_train --task=mnist_mlp --task_kwargs=$TRAIN_DATA $RULE
    --unroll=20 --trajectory=$TRAJECTORY --meta_steps=$META_STEPS
    --meta_lr=$META_LR --validate_every=1000 --checkpoint_every=100 --jit_compile --seed=$SEED"
 PES=""
-case $ARM in pes_*) PES="--estimator=pes --optimizees=8 --es_sigma=0.01"; ARM_RULE=${ARM#pes_} ;;
-  pes16_*) PES="--estimator=pes --optimizees=16 --es_sigma=0.01"; ARM_RULE=${ARM#pes16_} ;; *) ARM_RULE=$ARM ;; esac
+case $ARM in pes_*|pes[0-9]*_*) P=${ARM%%_*}; P=${P#pes}  # pes_ (8 particles) or pesN_
+  PES="--estimator=pes --optimizees=${P:-8} --es_sigma=0.01"; ARM_RULE=${ARM#*_} ;; *) ARM_RULE=$ARM ;; esac
 case $ARM_RULE in
   vanilla|vanilla_long|vanilla_hi|vanilla_xl) X="" ;;
   hessian)    X="--regularizer=hessian_trace --reg_weight=1e-4 --reg_num_probes=1" ;;

@@ -28,8 +28,7 @@ for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json
   add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_hi_${t}_s*.json | paste -sd,)
-  h=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_${t}_s*.json results/flatness_round5_end/hierarchical-pes_validation_end_hi_${t}_s*.json
-     results/flatness_round5_end/hierarchical-pes16_validation_end_hi_${t}_s*.json)
+  h=(results/flatness_round5_scaled/hierarchical-pes_vanilla_hi_${t}_s*.json results/flatness_round5_end/hierarchical-pes{,16}_validation_end_hi_${t}_s*.json)
   [ ${#h[@]} -gt 0 ] && IN=$IN,$(IFS=,; echo "${h[*]}")
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="$L" --baseline=hierarchical_vanilla \
