@@ -12,17 +12,18 @@
 # Usage: [META_SEEDS="0 1 2 3"] bash results/flatness_round5_end/summarise_hierarchical.sh [--baseline=LABEL --output=...]
 set -euo pipefail
 source results/flatness_round5_end/inputs.sh
-L=""; EVALUATED=""; HFILES=()
+# The hierarchical arms, once: DIR (results/flatness_round5_DIR/) RUN (runs/round5/hierarchical-RUN_hi-sSEED) LABEL
+HIERARCHICAL="scaled:pes_vanilla:hierarchical_vanilla scaled:pes16_vanilla:hierarchical_vanilla_16
+  end:pes_validation_end:hierarchical_validation_end end:pes16_validation_end:hierarchical_validation_end_16"
+# ARM TASK SEED -> that meta-seed's evaluation files of ARM on TASK (TASK * = every task)
+hfiles() { IFS=: read -r dir run _ <<< "$1"; echo results/flatness_round5_$dir/hierarchical-${run}_hi_$2_s$3[._]*json; }
+L=""; EVALUATED=""
 shopt -s nullglob
 META_SEEDS=${META_SEEDS:-0 1 2 3 4 5}
 for s in $META_SEEDS; do
   case $s in [0-5]) ;; *) echo "META_SEEDS: meta-seeds 0-5 only, got $s" >&2; exit 2 ;; esac
-  files=(results/flatness_round5_scaled/hierarchical-pes{,16}_vanilla_hi_*_s${s}_*.json results/flatness_round5_end/hierarchical-pes{,16}_validation_end_hi_*_s${s}[._]*json)
-  [ ${#files[@]} -gt 0 ] && EVALUATED="$EVALUATED $s"
-  HFILES+=("${files[@]}")
-  for arm in vanilla vanilla_16 validation_end validation_end_16; do
-    L=$L,runs/round5/hierarchical-pes$(case $arm in *_16) echo 16 ;; esac)_${arm%_16}_hi-s$s=hierarchical_$arm
-  done
+  for arm in $HIERARCHICAL; do IFS=: read -r _ run label <<< "$arm"; L=$L,runs/round5/hierarchical-${run}_hi-s$s=$label; done
+  [ -n "$(for arm in $HIERARCHICAL; do hfiles $arm '*' $s; done)" ] && EVALUATED="$EVALUATED $s"
 done
 echo "hierarchical arms: meta-seeds with evaluation files:$EVALUATED" >&2
 # The AdafacMLP arms keep every meta-seed: their evaluation files hold several meta-seeds each.
@@ -34,10 +35,8 @@ for t in mnist_mlp mnist_mlp_relu mnist_mlp_deep; do
   IN=$IN,results/flatness_round5_scaled/at2100_$t.json
   add_pes_hi vanilla $t
   IN=$IN,$(ls results/flatness_round5_end/general-pes_validation_end_hi_${t}_s*.json | paste -sd,)
-  # this task's hierarchical files, arm by arm and in meta-seed order within an arm (pairing is by position)
-  for prefix in scaled/hierarchical-pes_vanilla scaled/hierarchical-pes16_vanilla end/hierarchical-pes_validation_end end/hierarchical-pes16_validation_end; do
-    for f in "${HFILES[@]}"; do case $f in results/flatness_round5_${prefix}_hi_${t}_s*) IN=$IN,$f ;; esac; done
-  done
+  # arm by arm, in meta-seed order within an arm (pairing is by position)
+  for arm in $HIERARCHICAL; do for s in $META_SEEDS; do for f in $(hfiles $arm $t $s); do IN=$IN,$f; done; done; done
 done
 exec python -m train.generalization_summary --inputs="${IN#,}" --labels="$L" --baseline=hierarchical_vanilla \
   --tune_on=validation_accuracy --tune_step_scale --output=results/flatness_round5_end_hierarchical.json "$@"
