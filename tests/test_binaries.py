@@ -163,6 +163,9 @@ SHIPPED = {
     "general": dict(rule="adafac_mlp", regularizer="none", maml_inner_steps=0),
     "adafac-mnist-generalize": dict(rule="adafac_mlp", task="mnist_mlp", estimator="pes", meta_objective="validation",
                                     meta_loss_trajectory_start=500, regularizer="none", maml_inner_steps=0),
+    "hierarchical-mnist-generalize": dict(rule="hierarchical", task="mnist_mlp", estimator="pes", optimizees=16,
+                                          meta_objective="validation", meta_loss_trajectory_start=500,
+                                          regularizer="none", maml_inner_steps=0),
 }
 
 
