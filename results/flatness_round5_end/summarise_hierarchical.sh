@@ -15,18 +15,19 @@
 # Usage: [META_SEEDS="0 1 2 3"] bash results/flatness_round5_end/summarise_hierarchical.sh [--baseline=LABEL --output=...]
 set -euo pipefail
 source results/flatness_round5_end/inputs.sh
-# The hierarchical arms, once: DIR (results/flatness_round5_DIR/) RUN (runs/round5/hierarchical-RUN-sSEED) LABEL
-HIERARCHICAL="scaled:pes_vanilla_hi:hierarchical_vanilla scaled:pes16_vanilla_hi:hierarchical_vanilla_16
-  end:pes_validation_end_hi:hierarchical_validation_end end:pes16_validation_end_hi:hierarchical_validation_end_16
-  end:pes16_validation_end_xl:hierarchical_validation_end_16_xl"
-# ARM TASK SEED -> that meta-seed's evaluation files of ARM on TASK (TASK * = every task)
-hfiles() { IFS=: read -r dir run _ <<< "$1"; echo results/flatness_round5_$dir/hierarchical-${run}_$2_s$3[._]*json; }
+# The hierarchical arms, once: RUN (runs/round5/hierarchical-RUN-sSEED) LABEL
+HIERARCHICAL="pes_vanilla_hi:hierarchical_vanilla pes16_vanilla_hi:hierarchical_vanilla_16
+  pes_validation_end_hi:hierarchical_validation_end pes16_validation_end_hi:hierarchical_validation_end_16
+  pes16_validation_end_xl:hierarchical_validation_end_16_xl"
+# ARM TASK SEED -> that meta-seed's evaluation files of ARM on TASK (TASK * = every task), wherever evaluate.sh put
+# them (results/flatness_round5_scaled/ for vanilla arms, results/flatness_round5_end/ for end-scored ones)
+hfiles() { echo results/flatness_round5_{scaled,end}/hierarchical-${1%%:*}_$2_s$3[._]*json; }
 L=""; EVALUATED=""
 shopt -s nullglob
 META_SEEDS=${META_SEEDS:-0 1 2 3 4 5}
 for s in $META_SEEDS; do
   case $s in [0-5]) ;; *) echo "META_SEEDS: meta-seeds 0-5 only, got $s" >&2; exit 2 ;; esac
-  for arm in $HIERARCHICAL; do IFS=: read -r _ run label <<< "$arm"; L=$L,runs/round5/hierarchical-${run}-s$s=$label; done
+  for arm in $HIERARCHICAL; do L=$L,runs/round5/hierarchical-${arm%%:*}-s$s=${arm#*:}; done
   [ -n "$(for arm in $HIERARCHICAL; do hfiles $arm '*' $s; done)" ] && EVALUATED="$EVALUATED $s"
 done
 echo "hierarchical arms: meta-seeds with evaluation files:$EVALUATED" >&2
