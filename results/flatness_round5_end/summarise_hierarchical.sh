@@ -5,11 +5,12 @@
 # validation_end}_hi-sSEED) and the validation arm with 16 PES particles instead of 8 (hierarchical-pes16_validation_end_hi,
 # the PES-noise test, seventeenth stop) and its control, the vanilla arm with 16 particles (hierarchical-pes16_vanilla_hi,
 # eighteenth stop: with it the validation objective's gain is measured at equal PES noise), and that 16-particle
-# validation arm continued to 3,600 meta steps (hierarchical-pes16_validation_end_xl, nineteenth stop); beside them the
-# same arms on the AdafacMLP (general-pes_*, with its 3,600-step validation-end arm as validation_end_xl), the start
-# and Adam. Every learned spec at its validation-chosen step scale, Adam at its validation-chosen rate; pairs against
-# the hierarchical vanilla arm, or another arm with --baseline=LABEL (e.g. validation_end: the context's effect with
-# the arm held).
+# validation arm continued to 3,600 meta steps (hierarchical-pes16_validation_end_xl, nineteenth stop) with its
+# equal-budget control, the 16-particle vanilla arm likewise continued (hierarchical-pes16_vanilla_xl, twentieth
+# stop); beside them the same arms on the AdafacMLP (general-pes_*, with its 3,600-step validation-end arm as
+# validation_end_xl), the start and Adam. Every learned spec at its validation-chosen step scale, Adam at its
+# validation-chosen rate; pairs against the hierarchical vanilla arm, or another arm with --baseline=LABEL (e.g.
+# validation_end: the context's effect with the arm held).
 # Meta-seeds without evaluation files are left out (stderr names those that have them); META_SEEDS (environment, default
 # "0 1 2 3 4 5") restricts every arm to those meta-seeds (the fifteenth and seventeenth stops' outputs: "0 1 2 3").
 # Usage: [META_SEEDS="0 1 2 3"] bash results/flatness_round5_end/summarise_hierarchical.sh [--baseline=LABEL --output=...]
@@ -18,7 +19,7 @@ source results/flatness_round5_end/inputs.sh
 # The hierarchical arms, once: RUN (runs/round5/hierarchical-RUN-sSEED) LABEL
 HIERARCHICAL="pes_vanilla_hi:hierarchical_vanilla pes16_vanilla_hi:hierarchical_vanilla_16
   pes_validation_end_hi:hierarchical_validation_end pes16_validation_end_hi:hierarchical_validation_end_16
-  pes16_validation_end_xl:hierarchical_validation_end_16_xl"
+  pes16_validation_end_xl:hierarchical_validation_end_16_xl pes16_vanilla_xl:hierarchical_vanilla_16_xl"
 # ARM TASK SEED -> that meta-seed's evaluation files of ARM on TASK (TASK * = every task), wherever evaluate.sh put
 # them (results/flatness_round5_scaled/ for vanilla arms, results/flatness_round5_end/ for end-scored ones)
 hfiles() { echo results/flatness_round5_{scaled,end}/hierarchical-${1%%:*}_$2_s$3[._]*json; }
