@@ -9,12 +9,13 @@
 # --baseline=generalize, the control's step-scale grid not yet closed).
 # Usage: [ARMS=...] bash results/flatness_round5_end/summarise_conv.sh [--baseline=LABEL --output=...]
 set -euo pipefail
+source results/flatness_round5_end/inputs.sh
 ARMS=${ARMS:-"pes16_validation_end_xl:hierarchical_validation_end_16_xl pes16_vanilla_xl:hierarchical_vanilla_16_xl"}
 IN=results/generalize_shipped/mnist_conv.json,results/generalize_shipped/adam_edge_mnist_conv.json
 L=adafac-mnist-generalize=generalize
 shopt -s nullglob
 for arm in $ARMS; do for s in 0 1 2 3; do  # arm by arm, in meta-seed order (pairing is by position)
-  FILES=(results/flatness_round5_{scaled,end}/hierarchical-${arm%%:*}_mnist_conv_s$s[._]*json)
+  FILES=($(hfiles $arm mnist_conv $s))
   [ ${#FILES[@]} -gt 0 ] || { echo "no conv-net evaluation of ${arm%%:*} meta-seed $s (evaluate.sh mnist_conv)" >&2; exit 2; }
   for f in "${FILES[@]}"; do IN=$IN,$f; done
   L=$L,runs/round5/hierarchical-${arm%%:*}-s$s=${arm#*:}

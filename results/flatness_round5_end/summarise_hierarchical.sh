@@ -20,9 +20,6 @@ source results/flatness_round5_end/inputs.sh
 HIERARCHICAL="pes_vanilla_hi:hierarchical_vanilla pes16_vanilla_hi:hierarchical_vanilla_16
   pes_validation_end_hi:hierarchical_validation_end pes16_validation_end_hi:hierarchical_validation_end_16
   pes16_validation_end_xl:hierarchical_validation_end_16_xl pes16_vanilla_xl:hierarchical_vanilla_16_xl"
-# ARM TASK SEED -> that meta-seed's evaluation files of ARM on TASK (TASK * = every task), wherever evaluate.sh put
-# them (results/flatness_round5_scaled/ for vanilla arms, results/flatness_round5_end/ for end-scored ones)
-hfiles() { echo results/flatness_round5_{scaled,end}/hierarchical-${1%%:*}_$2_s$3[._]*json; }
 L=""; EVALUATED=""
 shopt -s nullglob
 META_SEEDS=${META_SEEDS:-0 1 2 3 4 5}

@@ -3,8 +3,9 @@
 # distribution and on the three unseen optimizees (the conv net included, which the round-5 arms were not run on):
 # both from the same machine, each at its step scale / rate chosen on a 5,000-example validation split held out of
 # the training data (--tune_on=validation_accuracy in the summary), 10 evaluation seeds, 1,000 steps.
-# RULE=hierarchical-mnist-generalize (nineteenth stop) evaluates that shipped rule alone at the same step scales into
-# results/generalize_shipped/hierarchical-mnist-generalize_TASK.json, read beside the first files by summarise.sh;
+# RULE=hierarchical-mnist-generalize (shipped at the nineteenth stop, evaluated here at the twentieth) evaluates that
+# shipped rule alone at the same step scales into results/generalize_shipped/hierarchical-mnist-generalize_TASK.json,
+# read beside the first files by summarise.sh;
 # RULE=adam_edge evaluates Adam at 1e-1 into results/generalize_shipped/adam_edge_TASK.json: on the conv net validation
 # chose 3e-2, the first grid's top edge.
 # Usage: bash results/generalize_shipped/evaluate.sh TASK [RULE] ; then bash results/generalize_shipped/summarise.sh
